@@ -1,0 +1,1 @@
+"""agent-otel: OpenTelemetry for AI agents."""
