@@ -1,0 +1,128 @@
+"""One-line setup: a tracer provider with OTLP export (when asked for) and the crash-safe record.
+
+``agent_otel.instrument()`` (notebooks, scripts) and the ``opentelemetry-instrument`` entry points
+(:mod:`agent_otel.distro`) both end up here, so the two paths configure the same pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from agent_otel import content, interrupt, spans
+from agent_otel.config import Settings, reload_settings
+from agent_otel.jsonl.processor import JsonlSpanProcessor
+
+_logger = logging.getLogger(__name__)
+
+_JSONL_ATTR = "_agent_otel_jsonl"
+
+
+def service_name(resource: Resource | None) -> str:
+    """The ``service.name`` of a resource (``app`` when unknown)."""
+    if resource is None:
+        return "app"
+    return str(resource.attributes.get("service.name") or "app")
+
+
+def jsonl_processor_of(provider: Any) -> JsonlSpanProcessor | None:
+    """The crash-safe processor attached to ``provider`` by agent-otel, if any."""
+    return getattr(provider, _JSONL_ATTR, None)
+
+
+def attach_jsonl(provider: Any, settings: Settings) -> JsonlSpanProcessor | None:
+    """Add the crash-safe JSONL processor to an SDK ``provider`` once (later calls return the same one)."""
+    existing = jsonl_processor_of(provider)
+    if existing is not None or not settings.jsonl_enabled or not isinstance(provider, TracerProvider):
+        return existing
+    processor = JsonlSpanProcessor.from_settings(settings, service_name(provider.resource))
+    provider.add_span_processor(processor)
+    setattr(provider, _JSONL_ATTR, processor)
+    interrupt.register(processor, provider)
+    return processor
+
+
+def otlp_requested(environ: Any = None) -> bool:
+    """True when the environment asks for OTLP export (an endpoint, or ``otlp`` in OTEL_TRACES_EXPORTER)."""
+    env = os.environ if environ is None else environ
+    names = {n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")}
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or names & {"otlp", "otlp_proto_grpc", "otlp_proto_http"}
+    )
+
+
+def otlp_span_exporter(environ: Any = None) -> Any:
+    """The OTLP span exporter the environment asks for: HTTP/protobuf or gRPC (default gRPC,
+    or HTTP when the endpoint is on port 4318)."""
+    env = os.environ if environ is None else environ
+    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    if not protocol:
+        protocol = "http/protobuf" if endpoint.rstrip("/").endswith(":4318") else "grpc"
+    if protocol not in ("grpc", "http/protobuf"):
+        _logger.warning("agent-otel: unsupported OTLP protocol %r; using grpc", protocol)
+        protocol = "grpc"
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+def _new_provider() -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create())
+    if otlp_requested():
+        try:
+            provider.add_span_processor(BatchSpanProcessor(otlp_span_exporter()))
+        except Exception:
+            _logger.warning("agent-otel: OTLP export could not be set up; the JSONL record still works",
+                            exc_info=True)
+    return provider
+
+
+def instrument(
+    *,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    span_filter: spans.SpanFilter | None = None,
+    redactor: content.Redactor | None = None,
+) -> Any:
+    """Set up agent-otel from code; idempotent (a second call changes nothing but the hooks given).
+
+    Uses ``tracer_provider`` if given, else the global SDK provider if one is set, else creates one
+    (with OTLP batch export when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` or ``OTEL_TRACES_EXPORTER=otlp``
+    is set) and makes it global. Adds the crash-safe JSONL processor (unless ``AGENT_OTEL_JSONL=false``),
+    the interruption hooks, and instruments every supported library that is installed.
+    Returns the tracer provider in use.
+    """
+    settings = reload_settings()
+    if span_filter is not None:
+        spans.set_span_filter(span_filter)
+    if redactor is not None:
+        content.set_redactor(redactor)
+    if not settings.enabled:
+        return trace.get_tracer_provider()
+    provider = tracer_provider
+    if provider is None:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = _new_provider()
+            trace.set_tracer_provider(provider)
+    attach_jsonl(provider, settings)
+    interrupt.install(settings.handle_signals)
+    spans.set_tracer_provider(provider)
+
+    from agent_otel.instrumentation import AgentInstrumentor
+
+    instrumentor = AgentInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider)
+    return provider
