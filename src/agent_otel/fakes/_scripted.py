@@ -49,7 +49,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A tool call the scripted model makes. ``arguments`` is a mapping (sent as JSON) or a raw JSON string."""
+    """A tool call the scripted model makes. ``arguments``: a mapping (sent as JSON) or a raw JSON string."""
 
     name: str
     arguments: Mapping[str, Any] | str = field(default_factory=dict)
@@ -62,7 +62,7 @@ class ToolCall:
         return json.dumps(dict(self.arguments), separators=(",", ":"), sort_keys=True)
 
     def arguments_object(self) -> Any:
-        """The arguments as a JSON value (Anthropic's ``tool_use.input``); an unparsable string stays a string."""
+        """The arguments as a JSON value (Anthropic's ``tool_use.input``); unparsable strings stay strings."""
         if isinstance(self.arguments, str):
             try:
                 return json.loads(self.arguments)
@@ -125,8 +125,14 @@ class Reply:
         return cls(text=text, **kwargs)
 
     @classmethod
-    def tool_call(cls, name: str, arguments: Mapping[str, Any] | str | None = None, *,
-                  id: str | None = None, **kwargs: Any) -> Reply:
+    def tool_call(
+        cls,
+        name: str,
+        arguments: Mapping[str, Any] | str | None = None,
+        *,
+        id: str | None = None,
+        **kwargs: Any,
+    ) -> Reply:
         """An answer that calls one tool."""
         return cls(tool_calls=(ToolCall(name, arguments if arguments is not None else {}, id),), **kwargs)
 
@@ -136,9 +142,17 @@ class Reply:
         return cls(tool_calls=tuple(calls), **kwargs)
 
     @classmethod
-    def error(cls, status: int, message: str | None = None, *, error_type: str | None = None,
-              retry: bool | None = None, retry_after: float | None = None, **kwargs: Any) -> Reply:
-        """An HTTP error answer. ``retry`` sets ``x-should-retry``; ``retry_after`` (s) sets ``retry-after-ms``."""
+    def error(
+        cls,
+        status: int,
+        message: str | None = None,
+        *,
+        error_type: str | None = None,
+        retry: bool | None = None,
+        retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> Reply:
+        """An HTTP error. ``retry`` sets ``x-should-retry``; ``retry_after`` (seconds) ``retry-after-ms``."""
         headers = dict(kwargs.pop("headers", {}))
         if retry is not None:
             headers["x-should-retry"] = "true" if retry else "false"
@@ -219,7 +233,7 @@ def fake_embedding(text: str, dimensions: int) -> list[float]:
     while len(out) < dimensions:
         digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
         for i in range(0, len(digest), 4):
-            (value,) = struct.unpack("<I", digest[i:i + 4])
+            (value,) = struct.unpack("<I", digest[i : i + 4])
             out.append(round(value / 0xFFFFFFFF * 2.0 - 1.0, 6))
         counter += 1
     return out[:dimensions]
@@ -235,8 +249,31 @@ def embedding_base64(vector: Sequence[float]) -> str:
 
 
 _STOP_WORDS = frozenset(
-    {"get", "set", "fetch", "lookup", "look", "up", "find", "tool", "run", "do", "call", "make", "current",
-     "the", "a", "an", "of", "for", "to", "and", "or", "by", "is"}
+    {
+        "get",
+        "set",
+        "fetch",
+        "lookup",
+        "look",
+        "up",
+        "find",
+        "tool",
+        "run",
+        "do",
+        "call",
+        "make",
+        "current",
+        "the",
+        "a",
+        "an",
+        "of",
+        "for",
+        "to",
+        "and",
+        "or",
+        "by",
+        "is",
+    }
 )
 _ARITHMETIC = re.compile(r"-?\d+(?:\.\d+)?(?:\s*(?:[-+*/x×÷^%]|\*\*)\s*-?\d+(?:\.\d+)?)+")
 _ARITHMETIC_TOOL = re.compile(r"calc|math|arith|compute|evaluat|add|sum|multiply")
@@ -317,7 +354,9 @@ def choose_tool_calls(tools: Sequence[tuple[str, Any]], user_text: str) -> list[
     return calls
 
 
-def brain_reply(tools: Sequence[tuple[str, Any]], user_text: str, tool_results: Sequence[ToolResult]) -> Reply:
+def brain_reply(
+    tools: Sequence[tuple[str, Any]], user_text: str, tool_results: Sequence[ToolResult]
+) -> Reply:
     """The default deterministic "model".
 
     - Tool results after the last user message: a text answer summarising them
@@ -328,7 +367,9 @@ def brain_reply(tools: Sequence[tuple[str, Any]], user_text: str, tool_results: 
     """
     if tool_results:
         parts = [f"{r.name or 'the tool'} says: {r.content.strip()}" for r in tool_results]
-        return Reply(text="Here is what I found. " + " ".join(p if p.endswith(".") else p + "." for p in parts))
+        return Reply(
+            text="Here is what I found. " + " ".join(p if p.endswith(".") else p + "." for p in parts)
+        )
     if tools and user_text:
         calls = choose_tool_calls(tools, user_text)
         if calls:
@@ -405,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr logging."""
 
     def _serve(self) -> None:
@@ -466,7 +507,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class ScriptedServer:
-    """Base of the scripted servers: lifecycle, script queue, recording. Subclasses implement ``_dispatch``."""
+    """Base of the scripted servers: lifecycle, script queue, recording. Subclasses define ``_dispatch``."""
 
     def __init__(self, *, latency: float = 0.0) -> None:
         self.latency = latency
@@ -484,8 +525,10 @@ class ScriptedServer:
         if self._server is None:
             self._server = _HTTPServer(self)
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                name=f"{type(self).__name__}:{self.port}", daemon=True,
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"{type(self).__name__}:{self.port}",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -565,8 +608,13 @@ class ScriptedServer:
         if reply.disconnect:
             exchange.drop()
 
-    def _stream_events(self, exchange: Exchange, reply: Reply,
-                       events: Iterable[tuple[str | None, Any]], headers: Mapping[str, str]) -> None:
+    def _stream_events(
+        self,
+        exchange: Exchange,
+        reply: Reply,
+        events: Iterable[tuple[str | None, Any]],
+        headers: Mapping[str, str],
+    ) -> None:
         """Send ``(event, data)`` pairs as SSE, honouring ``chunk_delay`` and ``disconnect_after_chunks``."""
         exchange.start_sse(headers)
         for sent, (event, data) in enumerate(events):

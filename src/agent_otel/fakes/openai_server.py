@@ -112,12 +112,28 @@ class FakeOpenAIServer(ScriptedServer):
             path = path[3:]
         method = exchange.request.method
         if method == "GET" and path == "/models":
-            exchange.send_json(200, {"object": "list", "data": [
-                {"id": "gpt-4o-mini", "object": "model", "created": _CREATED, "owned_by": "fake"}]})
+            exchange.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": "gpt-4o-mini", "object": "model", "created": _CREATED, "owned_by": "fake"}
+                    ],
+                },
+            )
             return
         if method != "POST" or path not in ("/chat/completions", "/responses", "/embeddings"):
-            exchange.send_json(404, {"error": {"message": f"no route {method} {path}", "type": "not_found_error",
-                                               "param": None, "code": None}})
+            exchange.send_json(
+                404,
+                {
+                    "error": {
+                        "message": f"no route {method} {path}",
+                        "type": "not_found_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         body = exchange.request.body if isinstance(exchange.request.body, dict) else {}
         scripted = self._next_scripted()
@@ -136,8 +152,9 @@ class FakeOpenAIServer(ScriptedServer):
     def _send_error(self, exchange: Exchange, reply: Reply, headers: dict[str, str]) -> None:
         kind = reply.error_type or _ERROR_TYPES.get(reply.status, "server_error")
         message = reply.error_message or f"Scripted error {reply.status}"
-        exchange.send_json(reply.status, {"error": {"message": message, "type": kind, "param": None,
-                                                    "code": kind}}, headers)
+        exchange.send_json(
+            reply.status, {"error": {"message": message, "type": kind, "param": None, "code": kind}}, headers
+        )
 
     # the brain -------------------------------------------------------------------------------------
     def _brain(self, path: str, body: dict[str, Any]) -> Reply:
@@ -176,8 +193,11 @@ class FakeOpenAIServer(ScriptedServer):
 
     @staticmethod
     def _responses_conversation(body: dict[str, Any]) -> tuple[list[tuple[str, Any]], str, list[ToolResult]]:
-        tools = [(str(t["name"]), t.get("parameters")) for t in body.get("tools") or []
-                 if isinstance(t, dict) and t.get("type") == "function" and t.get("name")]
+        tools = [
+            (str(t["name"]), t.get("parameters"))
+            for t in body.get("tools") or []
+            if isinstance(t, dict) and t.get("type") == "function" and t.get("name")
+        ]
         items = body.get("input")
         if isinstance(items, str):
             return tools, items, []
@@ -196,13 +216,20 @@ class FakeOpenAIServer(ScriptedServer):
             elif kind == "function_call_output":
                 call_id = item.get("call_id")
                 output = item.get("output")
-                results.append(ToolResult(call_id, names.get(str(call_id)),
-                                          output if isinstance(output, str) else _text_of(output)))
+                results.append(
+                    ToolResult(
+                        call_id,
+                        names.get(str(call_id)),
+                        output if isinstance(output, str) else _text_of(output),
+                    )
+                )
         return tools, user_text, results
 
     # shared ----------------------------------------------------------------------------------------
     def _calls_with_ids(self, reply: Reply) -> list[ToolCall]:
-        return [c if c.id else ToolCall(c.name, c.arguments, f"call_{self._next_id()}") for c in reply.tool_calls]
+        return [
+            c if c.id else ToolCall(c.name, c.arguments, f"call_{self._next_id()}") for c in reply.tool_calls
+        ]
 
     @staticmethod
     def _usage(body: dict[str, Any], reply: Reply, calls: Sequence[ToolCall], prompt_text: str) -> Usage:
@@ -210,7 +237,8 @@ class FakeOpenAIServer(ScriptedServer):
         output = given.output_tokens
         if output is None:
             output = (count_tokens(reply.text) if reply.text else 0) + sum(
-                1 + count_tokens(c.arguments_json()) for c in calls)
+                1 + count_tokens(c.arguments_json()) for c in calls
+            )
         return Usage(
             input_tokens=given.input_tokens if given.input_tokens is not None else count_tokens(prompt_text),
             output_tokens=output,
@@ -222,7 +250,9 @@ class FakeOpenAIServer(ScriptedServer):
     def _chat(self, exchange: Exchange, body: dict[str, Any], reply: Reply, headers: dict[str, str]) -> None:
         model = reply.model or str(body.get("model") or "gpt-4o-mini")
         calls = self._calls_with_ids(reply)
-        prompt = " ".join(_text_of(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict))
+        prompt = " ".join(
+            _text_of(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)
+        )
         usage = self._usage(body, reply, calls, prompt)
         finish = reply.finish_reason or ("tool_calls" if calls else "stop")
         rid = f"chatcmpl-{self._next_id()}"
@@ -236,13 +266,23 @@ class FakeOpenAIServer(ScriptedServer):
         message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
         if calls:
             message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json()}}
-                for c in calls]
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments_json()},
+                }
+                for c in calls
+            ]
         payload = {
-            "id": rid, "object": "chat.completion", "created": _CREATED, "model": model,
-            "system_fingerprint": "fp_fake", "service_tier": "default",
-            "choices": [{"index": i, "message": message, "finish_reason": finish, "logprobs": None}
-                        for i in range(n)],
+            "id": rid,
+            "object": "chat.completion",
+            "created": _CREATED,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "service_tier": "default",
+            "choices": [
+                {"index": i, "message": message, "finish_reason": finish, "logprobs": None} for i in range(n)
+            ],
             "usage": self._chat_usage(usage),
         }
         exchange.send_json(200, payload, headers)
@@ -260,11 +300,22 @@ class FakeOpenAIServer(ScriptedServer):
             out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
         return out
 
-    def _chat_chunks(self, rid: str, model: str, reply: Reply, calls: Sequence[ToolCall], finish: str,
-                     usage: Usage, include_usage: bool) -> Iterator[tuple[str | None, Any]]:
+    def _chat_chunks(
+        self,
+        rid: str,
+        model: str,
+        reply: Reply,
+        calls: Sequence[ToolCall],
+        finish: str,
+        usage: Usage,
+        include_usage: bool,
+    ) -> Iterator[tuple[str | None, Any]]:
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> tuple[None, dict[str, Any]]:
             data: dict[str, Any] = {
-                "id": rid, "object": "chat.completion.chunk", "created": _CREATED, "model": model,
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": _CREATED,
+                "model": model,
                 "system_fingerprint": "fp_fake",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
             }
@@ -276,24 +327,52 @@ class FakeOpenAIServer(ScriptedServer):
         for piece in split_text(reply.text or "", reply.chunks):
             yield chunk({"content": piece})
         for index, call in enumerate(calls):
-            yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
-                                         "function": {"name": call.name, "arguments": ""}}]})
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
             for piece in split_text(call.arguments_json(), 2):
                 yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
         yield chunk({}, finish)
         if include_usage:
-            yield None, {"id": rid, "object": "chat.completion.chunk", "created": _CREATED, "model": model,
-                         "system_fingerprint": "fp_fake", "choices": [], "usage": self._chat_usage(usage)}
+            yield (
+                None,
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": _CREATED,
+                    "model": model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": self._chat_usage(usage),
+                },
+            )
         yield None, "[DONE]"
 
     # responses -------------------------------------------------------------------------------------
-    def _responses(self, exchange: Exchange, body: dict[str, Any], reply: Reply,
-                   headers: dict[str, str]) -> None:
+    def _responses(
+        self, exchange: Exchange, body: dict[str, Any], reply: Reply, headers: dict[str, str]
+    ) -> None:
         model = reply.model or str(body.get("model") or "gpt-4o-mini")
         calls = self._calls_with_ids(reply)
         items = body.get("input")
-        prompt = items if isinstance(items, str) else " ".join(
-            _text_of(i.get("content")) or str(i.get("output") or "") for i in items or [] if isinstance(i, dict))
+        prompt = (
+            items
+            if isinstance(items, str)
+            else " ".join(
+                _text_of(i.get("content")) or str(i.get("output") or "")
+                for i in items or []
+                if isinstance(i, dict)
+            )
+        )
         if isinstance(body.get("instructions"), str):
             prompt = f"{body['instructions']} {prompt}"
         usage = self._usage(body, reply, calls, prompt)
@@ -302,15 +381,18 @@ class FakeOpenAIServer(ScriptedServer):
         output: list[dict[str, Any]] = []
         if reply.text is not None:
             output.append(self._message_item(msg_id, reply.text, "completed"))
-        fc_items = [self._function_item(f"fc_{self._next_id()}", c, c.arguments_json(), "completed") for c in calls]
+        fc_items = [
+            self._function_item(f"fc_{self._next_id()}", c, c.arguments_json(), "completed") for c in calls
+        ]
         output.extend(fc_items)
         status = "incomplete" if reply.finish_reason in ("length", "max_output_tokens") else "completed"
         final = self._response_object(rid, model, body, output, status, usage)
         if not exchange.request.stream:
             exchange.send_json(200, final, headers)
             return
-        self._stream_events(exchange, reply, self._response_events(rid, model, body, reply, msg_id, fc_items,
-                                                                   final), headers)
+        self._stream_events(
+            exchange, reply, self._response_events(rid, model, body, reply, msg_id, fc_items, final), headers
+        )
 
     @staticmethod
     def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
@@ -319,20 +401,42 @@ class FakeOpenAIServer(ScriptedServer):
 
     @staticmethod
     def _function_item(item_id: str, call: ToolCall, arguments: str, status: str) -> dict[str, Any]:
-        return {"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name,
-                "arguments": arguments, "status": status}
+        return {
+            "type": "function_call",
+            "id": item_id,
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": arguments,
+            "status": status,
+        }
 
     @staticmethod
-    def _response_object(rid: str, model: str, body: dict[str, Any], output: list[dict[str, Any]],
-                         status: str, usage: Usage | None) -> dict[str, Any]:
+    def _response_object(
+        rid: str,
+        model: str,
+        body: dict[str, Any],
+        output: list[dict[str, Any]],
+        status: str,
+        usage: Usage | None,
+    ) -> dict[str, Any]:
         obj: dict[str, Any] = {
-            "id": rid, "object": "response", "created_at": _CREATED, "status": status, "model": model,
-            "output": output, "error": None, "incomplete_details": (
-                {"reason": "max_output_tokens"} if status == "incomplete" else None),
-            "instructions": body.get("instructions"), "metadata": {}, "parallel_tool_calls": True,
-            "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
-            "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
-            "text": {"format": {"type": "text"}}, "usage": None,
+            "id": rid,
+            "object": "response",
+            "created_at": _CREATED,
+            "status": status,
+            "model": model,
+            "output": output,
+            "error": None,
+            "incomplete_details": ({"reason": "max_output_tokens"} if status == "incomplete" else None),
+            "instructions": body.get("instructions"),
+            "metadata": {},
+            "parallel_tool_calls": True,
+            "temperature": body.get("temperature", 1.0),
+            "top_p": body.get("top_p", 1.0),
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "text": {"format": {"type": "text"}},
+            "usage": None,
         }
         if usage is not None:
             obj["usage"] = {
@@ -344,9 +448,16 @@ class FakeOpenAIServer(ScriptedServer):
             }
         return obj
 
-    def _response_events(self, rid: str, model: str, body: dict[str, Any], reply: Reply, msg_id: str,
-                         fc_items: list[dict[str, Any]], final: dict[str, Any]
-                         ) -> Iterator[tuple[str | None, Any]]:
+    def _response_events(
+        self,
+        rid: str,
+        model: str,
+        body: dict[str, Any],
+        reply: Reply,
+        msg_id: str,
+        fc_items: list[dict[str, Any]],
+        final: dict[str, Any],
+    ) -> Iterator[tuple[str | None, Any]]:
         seq = 0
 
         def event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
@@ -359,37 +470,74 @@ class FakeOpenAIServer(ScriptedServer):
         yield event("response.in_progress", response=started)
         index = 0
         if reply.text is not None:
-            yield event("response.output_item.added", output_index=index,
-                        item=self._message_item(msg_id, "", "in_progress"))
+            yield event(
+                "response.output_item.added",
+                output_index=index,
+                item=self._message_item(msg_id, "", "in_progress"),
+            )
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            yield event("response.content_part.added", item_id=msg_id, output_index=index, content_index=0,
-                        part=part)
+            yield event(
+                "response.content_part.added", item_id=msg_id, output_index=index, content_index=0, part=part
+            )
             for piece in split_text(reply.text, reply.chunks):
-                yield event("response.output_text.delta", item_id=msg_id, output_index=index, content_index=0,
-                            delta=piece, logprobs=[])
-            yield event("response.output_text.done", item_id=msg_id, output_index=index, content_index=0,
-                        text=reply.text, logprobs=[])
-            yield event("response.content_part.done", item_id=msg_id, output_index=index, content_index=0,
-                        part={**part, "text": reply.text})
-            yield event("response.output_item.done", output_index=index,
-                        item=self._message_item(msg_id, reply.text, "completed"))
+                yield event(
+                    "response.output_text.delta",
+                    item_id=msg_id,
+                    output_index=index,
+                    content_index=0,
+                    delta=piece,
+                    logprobs=[],
+                )
+            yield event(
+                "response.output_text.done",
+                item_id=msg_id,
+                output_index=index,
+                content_index=0,
+                text=reply.text,
+                logprobs=[],
+            )
+            yield event(
+                "response.content_part.done",
+                item_id=msg_id,
+                output_index=index,
+                content_index=0,
+                part={**part, "text": reply.text},
+            )
+            yield event(
+                "response.output_item.done",
+                output_index=index,
+                item=self._message_item(msg_id, reply.text, "completed"),
+            )
             index += 1
         for item in fc_items:
-            yield event("response.output_item.added", output_index=index,
-                        item={**item, "arguments": "", "status": "in_progress"})
+            yield event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "arguments": "", "status": "in_progress"},
+            )
             for piece in split_text(item["arguments"], 2):
-                yield event("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
-                            delta=piece)
-            yield event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                        name=item["name"], arguments=item["arguments"])
+                yield event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=piece,
+                )
+            yield event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                name=item["name"],
+                arguments=item["arguments"],
+            )
             yield event("response.output_item.done", output_index=index, item=item)
             index += 1
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
         yield event(kind, response=final)
 
     # embeddings ------------------------------------------------------------------------------------
-    def _embeddings(self, exchange: Exchange, body: dict[str, Any], reply: Reply,
-                    headers: dict[str, str]) -> None:
+    def _embeddings(
+        self, exchange: Exchange, body: dict[str, Any], reply: Reply, headers: dict[str, str]
+    ) -> None:
         raw_input = body.get("input")
         if isinstance(raw_input, str):
             inputs: list[str] = [raw_input]
@@ -404,10 +552,22 @@ class FakeOpenAIServer(ScriptedServer):
         data = []
         for i, text in enumerate(inputs):
             vector = list(reply.embedding) if reply.embedding is not None else fake_embedding(text, dims)
-            data.append({"object": "embedding", "index": i,
-                         "embedding": embedding_base64(vector) if base64_wanted else vector})
-        tokens = (reply.usage.input_tokens if reply.usage and reply.usage.input_tokens is not None
-                  else sum(count_tokens(t) for t in inputs))
-        payload = {"object": "list", "data": data, "model": reply.model or str(body.get("model") or ""),
-                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            data.append(
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": embedding_base64(vector) if base64_wanted else vector,
+                }
+            )
+        tokens = (
+            reply.usage.input_tokens
+            if reply.usage and reply.usage.input_tokens is not None
+            else sum(count_tokens(t) for t in inputs)
+        )
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": reply.model or str(body.get("model") or ""),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
         exchange.send_json(200, payload, headers)
