@@ -194,6 +194,12 @@ class SpanHandle:
         """
         if self.ended or self.span is INVALID_SPAN:
             return
+        if self.failed:
+            # Already failed (e.g. a validation error, then the exception it raised): the first
+            # outcome stands; the exception is still recorded as an event.
+            if exc is not None:
+                self.span.record_exception(exc)
+            return
         self.failed = True
         try:
             if error_type is None:
