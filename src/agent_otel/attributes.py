@@ -127,3 +127,12 @@ NODE_SPAN_PREFIX = "node"
 def span_name(operation: str, subject: str | None) -> str:
     """Return the conventional span name ``"{operation} {subject}"`` (just the operation if no subject)."""
     return f"{operation} {subject}" if subject else operation
+
+# --- langchain / langgraph ---
+# Tool calls a model requested in its answer (names and call ids; arguments only via content capture).
+LLM_TOOL_CALL_NAMES = "agent_otel.llm.tool_call.names"
+LLM_TOOL_CALL_IDS = "agent_otel.llm.tool_call.ids"
+# A graph run that resumes a paused (interrupted) run: LangGraph Command(resume=...).
+GRAPH_RESUME = "agent_otel.graph.resume"
+# LangGraph's task id of a node execution (matches its checkpoint writes).
+NODE_TASK_ID = "agent_otel.node.task_id"
