@@ -136,3 +136,17 @@ LLM_TOOL_CALL_IDS = "agent_otel.llm.tool_call.ids"
 GRAPH_RESUME = "agent_otel.graph.resume"
 # LangGraph's task id of a node execution (matches its checkpoint writes).
 NODE_TASK_ID = "agent_otel.node.task_id"
+
+# --- openai / anthropic ---
+# (LLM_TOOL_CALL_NAMES / LLM_TOOL_CALL_IDS above are shared with these instrumentations.)
+# How many times the SDK re-sent the request of this call (its own retries), and one event per retry.
+HTTP_REQUEST_RESEND_COUNT = "http.request.resend_count"  # semconv (http)
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"  # semconv (http)
+LLM_RETRY_EVENT = "agent_otel.llm.retry"
+LLM_RETRY_ATTEMPT = "agent_otel.llm.retry.attempt"
+# semconv (openai.*)
+OPENAI_REQUEST_SERVICE_TIER = "openai.request.service_tier"
+OPENAI_RESPONSE_SERVICE_TIER = "openai.response.service_tier"
+OPENAI_RESPONSE_SYSTEM_FINGERPRINT = "openai.response.system_fingerprint"
+# The provider's request id (same key as the anthropic SDK's own spans).
+ANTHROPIC_REQUEST_ID = "anthropic.request.id"
