@@ -1,0 +1,393 @@
+"""LangGraph instrumentation: a graph run is an agent span, every node execution a node span.
+
+Called by :func:`agent_otel.instrumentation.langchain.instrument` when LangGraph is installed.
+
+What is patched (no callback handler is injected; see ``_langchain_context`` for the parenting rule):
+
+* ``Pregel.stream`` / ``astream`` — every run (``invoke``, ``ainvoke``, ``batch``, ``stream``,
+  ``astream``, ``stream_events`` all end here). A top-level run is ``invoke_agent {graph name}``
+  with ``gen_ai.conversation.id`` = the config's ``thread_id``; the span is current while the graph
+  computes each step, and not while the caller consumes a streamed chunk. The span starts at the
+  first ``next()`` in the context the run was *called* in: a new trace when there is no active span,
+  a child of the caller's span otherwise.
+* A graph run *inside a node* is a subgraph, not a new agent: when the node's runnable is the
+  subgraph itself (``add_node("sub", compiled_subgraph)``) the node span already names it and no
+  span is added; when node code calls a graph (``other_graph.invoke(...)`` in a node function), an
+  ``invoke_workflow {name}`` span groups that graph's nodes under the calling node. A graph run
+  inside a *tool* is an agent used as a tool (multi-agent), so it gets its own agent span.
+* ``run_with_retry`` / ``arun_with_retry`` as used by the Pregel runner — every task execution
+  (nodes, ``Send`` fan-out, functional-API tasks), in whatever thread or asyncio task LangGraph runs
+  it: ``node {name}`` with step, triggers and task id, current while the node runs.
+* ``PregelLoop._suppress_interrupt`` — where a run that pauses (``interrupt()``, static
+  ``interrupt_before``/``after``) ends quietly: the run span gets ``agent_otel.graph.interrupt``.
+
+Statuses: ``GraphInterrupt`` is a pause (attribute, status unset); ``ParentCommand`` is navigation
+(no error); ``GraphRecursionError`` or a node exception fail the node and the run; cancellation and
+``KeyboardInterrupt`` end the open spans as interrupted (``SpanHandle.fail`` marks them).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from agent_otel import attributes as attrs
+from agent_otel import content, spans
+from agent_otel.instrumentation import _langchain_context as lcctx
+from agent_otel.instrumentation._safe import guard
+
+_logger = logging.getLogger(__name__)
+
+MIN_LANGGRAPH = (0, 3)
+
+# Module paths of the Pregel runner / loop: private in LangGraph 1.x, public names before.
+# LangGraph's own bookkeeping tasks (writing the input into the channels): no span.
+_HIDDEN_TASKS = frozenset({"__start__", "__end__"})
+
+_RUNNER_MODULES = ("langgraph.pregel._runner", "langgraph.pregel.runner")
+_LOOP_MODULES = ("langgraph.pregel._loop", "langgraph.pregel.loop")
+
+
+class _State:
+    patched: list[tuple[Any, str]] = []
+    active: bool = False
+    interrupt: tuple[type[BaseException], ...] = ()
+    bubble_up: tuple[type[BaseException], ...] = ()
+    command: type | None = None
+
+
+def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bool:
+    """Patch LangGraph's run, task and interrupt paths. Idempotent.
+
+    Returns False (debug log) when LangGraph is missing, older than 0.3, or its Pregel class
+    cannot be found. Node spans need the runner module; if a future LangGraph moves it, runs are
+    still traced and a debug line says nodes are not.
+    """
+    if _State.active:
+        return True
+    try:
+        import langgraph.version as lg_version
+        from langgraph.errors import GraphBubbleUp, GraphInterrupt
+        from langgraph.pregel import Pregel
+    except Exception:
+        _logger.debug("agent-otel: langgraph is not installed; LangGraph not instrumented")
+        return False
+    version = str(getattr(lg_version, "__version__", "") or _dist_version("langgraph"))
+    if version and _version_tuple(version) < MIN_LANGGRAPH:
+        _logger.debug("agent-otel: langgraph %s is older than 0.3; LangGraph not instrumented", version)
+        return False
+    try:
+        from langgraph.types import Command
+
+        _State.command = Command
+    except Exception:
+        _State.command = None
+    _State.interrupt = (GraphInterrupt,)
+    _State.bubble_up = (GraphBubbleUp,)
+
+    _patch(Pregel, "stream", _wrap_stream)
+    _patch(Pregel, "astream", _wrap_astream)
+    runner = _first_module(_RUNNER_MODULES)
+    if runner is not None and hasattr(runner, "run_with_retry"):
+        _patch(runner, "run_with_retry", _wrap_run_with_retry)
+        _patch(runner, "arun_with_retry", _wrap_arun_with_retry)
+    else:
+        _logger.debug("agent-otel: LangGraph runner not found; graph nodes get no spans")
+    loop = _first_module(_LOOP_MODULES)
+    loop_cls = getattr(loop, "PregelLoop", None) if loop is not None else None
+    if loop_cls is not None:
+        _patch_plain(loop_cls, "_suppress_interrupt", _suppress_interrupt_wrapper)
+    _State.active = True
+    return True
+
+
+def uninstrument() -> None:
+    """Undo every patch of :func:`instrument`."""
+    from opentelemetry.instrumentation.utils import unwrap
+
+    for owner, name in reversed(_State.patched):
+        try:
+            unwrap(owner, name)
+        except Exception:
+            _logger.debug("agent-otel: could not unwrap %r.%s", owner, name, exc_info=True)
+    _State.patched = []
+    _State.active = False
+
+
+def _dist_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return ""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _first_module(names: tuple[str, ...]) -> Any:
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except Exception:
+            continue
+    return None
+
+
+def _patch(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
+    import wrapt
+
+    if getattr(owner, name, None) is None:
+        _logger.debug("agent-otel: %r has no %s; not patched", owner, name)
+        return
+    try:
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        _State.patched.append((owner, name))
+    except Exception:
+        _logger.debug("agent-otel: could not patch %r.%s", owner, name, exc_info=True)
+
+
+def _patch_plain(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Replace ``owner.name`` by a plain function (``__wrapped__`` set, so ``unwrap`` undoes it).
+
+    For methods LangGraph hands to ``ExitStack.push``: a wrapt proxy forwards ``__exit__`` to the
+    wrapped function, so ``ExitStack`` would take it for a context manager and fail.
+    """
+    original = owner.__dict__.get(name)
+    if original is None or not callable(original):
+        _logger.debug("agent-otel: %r has no %s; not patched", owner, name)
+        return
+    try:
+        setattr(owner, name, make(original))
+        _State.patched.append((owner, name))
+    except Exception:
+        _logger.debug("agent-otel: could not patch %r.%s", owner, name, exc_info=True)
+
+
+# --------------------------------------------------------------------------- graph runs
+
+
+def _configurable(config: Any) -> Mapping[str, Any]:
+    if isinstance(config, Mapping):
+        conf = config.get("configurable")
+        if isinstance(conf, Mapping):
+            return conf
+    return {}
+
+
+class _GraphRun:
+    """One call of ``Pregel.stream``/``astream``: decides its span kind, starts it lazily, ends it."""
+
+    __slots__ = ("args", "instance", "kind", "kwargs", "parent", "run")
+
+    def __init__(self, instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        self.instance = instance
+        self.args = args
+        self.kwargs = kwargs
+        self.parent = otel_context.get_current()
+        self.run: lcctx.RunState | None = None
+        scope = lcctx.current_scope(self.parent)
+        if scope is not None and scope.kind == lcctx.NODE:
+            # A subgraph: its nodes go under the calling node; a graph that *is* the node adds nothing.
+            self.kind = "none" if scope.bound is instance else "workflow"
+        else:
+            self.kind = "agent"
+
+    def _name(self) -> str:
+        config = self.args[1] if len(self.args) > 1 else self.kwargs.get("config")
+        run_name = config.get("run_name") if isinstance(config, Mapping) else None
+        if isinstance(run_name, str) and run_name:
+            return run_name
+        name = getattr(self.instance, "name", None)
+        return name if isinstance(name, str) and name else "LangGraph"
+
+    def _conversation_id(self) -> str | None:
+        config = self.args[1] if len(self.args) > 1 else self.kwargs.get("config")
+        thread_id = _configurable(config).get("thread_id")
+        if thread_id is None:
+            thread_id = _configurable(getattr(self.instance, "config", None)).get("thread_id")
+        return str(thread_id) if thread_id is not None else None
+
+    @guard
+    def begin(self) -> otel_context.Context | None:
+        if self.kind == "none":
+            return None
+        input_ = self.args[0] if self.args else self.kwargs.get("input")
+        extra = None
+        if _State.command is not None and isinstance(input_, _State.command) and input_.resume is not None:
+            extra = {attrs.GRAPH_RESUME: True}
+        if self.kind == "agent":
+            handle = spans.start_agent(self._name(), conversation_id=self._conversation_id(),
+                                       parent=self.parent, attributes=extra)
+        else:
+            handle = spans.start_workflow(self._name(), parent=self.parent, attributes=extra)
+        self.run = lcctx.RunState(handle)
+        return lcctx.scoped_context(lcctx.Scope(lcctx.RUN, handle, self.run), handle.context)
+
+    @guard
+    def finish(self, exc: BaseException | None, closed: bool) -> None:
+        run = self.run
+        if run is None or run.handle is None:
+            return
+        handle = run.handle
+        if run.interrupted or (exc is not None and isinstance(exc, _State.interrupt)):
+            handle.set_attribute(attrs.INTERRUPT, True)
+        if exc is not None and not isinstance(exc, _State.bubble_up):
+            handle.fail(exc)
+        handle.end()
+
+
+def _wrap_stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+    """``Pregel.stream``: the run span is current while the graph computes, not while chunks are consumed."""
+    inner = wrapped(*args, **kwargs)
+    run = _plan(instance, args, kwargs)
+    if run is None:
+        return inner
+    return lcctx.iterate_in_context(inner, run.begin, None, run.finish)
+
+
+def _wrap_astream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+    """``Pregel.astream``: the async twin of :func:`_wrap_stream`."""
+    inner = wrapped(*args, **kwargs)
+    run = _plan(instance, args, kwargs)
+    if run is None:
+        return inner
+    return lcctx.aiterate_in_context(inner, run.begin, None, run.finish)
+
+
+@guard
+def _plan(instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _GraphRun:
+    return _GraphRun(instance, args, kwargs)
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+class _Node:
+    __slots__ = ("handle", "scope", "task")
+
+    def __init__(self, handle: spans.SpanHandle, scope: lcctx.Scope, task: Any) -> None:
+        self.handle = handle
+        self.scope = scope
+        self.task = task
+
+
+@guard
+def _start_node(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[_Node, otel_context.Context]:
+    task = args[0] if args else kwargs.get("task")
+    name = getattr(task, "name", None)
+    if not isinstance(name, str) or name in _HIDDEN_TASKS:
+        return None
+    config = getattr(task, "config", None)
+    metadata = config.get("metadata") if isinstance(config, Mapping) else None
+    step = metadata.get("langgraph_step") if isinstance(metadata, Mapping) else None
+    triggers = getattr(task, "triggers", None)
+    task_id = getattr(task, "id", None)
+    handle = spans.start_node(
+        name,
+        step=step if isinstance(step, int) else None,
+        triggers=list(triggers) if triggers else None,
+        attributes={attrs.NODE_TASK_ID: task_id} if isinstance(task_id, str) else None,
+    )
+    if handle.recording and content.capture_enabled():
+        handle.set_attribute(attrs.NODE_INPUT, content.to_json(getattr(task, "input", None), kind="node_input"))
+    enclosing = lcctx.current_scope()
+    proc = getattr(task, "proc", None)
+    steps = getattr(proc, "steps", None)
+    bound = steps[0] if steps else proc
+    scope = lcctx.Scope(lcctx.NODE, handle, enclosing.run if enclosing is not None else None, bound)
+    return _Node(handle, scope, task), lcctx.scoped_context(scope, handle.context)
+
+
+@guard
+def _finish_node(node: _Node, exc: BaseException | None) -> None:
+    handle = node.handle
+    if exc is None:
+        if handle.recording and content.capture_enabled():
+            writes = getattr(node.task, "writes", None)
+            if writes:
+                output = [{"channel": w[0], "value": w[1]} for w in list(writes) if isinstance(w, tuple)]
+                handle.set_attribute(attrs.NODE_OUTPUT, content.to_json(output, kind="node_output"))
+    elif isinstance(exc, _State.interrupt):
+        handle.set_attribute(attrs.INTERRUPT, True)
+        if node.scope.run is not None:
+            node.scope.run.interrupted = True
+    elif not isinstance(exc, _State.bubble_up):
+        handle.fail(exc)
+    handle.end()
+
+
+def _wrap_run_with_retry(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                         kwargs: dict[str, Any]) -> Any:
+    """``run_with_retry(task, ...)``: a node span around one task, in the thread that runs it."""
+    started = _start_node(args, kwargs)
+    if started is None:
+        return wrapped(*args, **kwargs)
+    node, ctx = started
+    token = otel_context.attach(ctx)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _finish_node(node, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+    _finish_node(node, None)
+    return result
+
+
+async def _wrap_arun_with_retry(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                                kwargs: dict[str, Any]) -> Any:
+    """``arun_with_retry(task, ...)``: the async twin of :func:`_wrap_run_with_retry`."""
+    started = _start_node(args, kwargs)
+    if started is None:
+        return await wrapped(*args, **kwargs)
+    node, ctx = started
+    token = otel_context.attach(ctx)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _finish_node(node, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+    _finish_node(node, None)
+    return result
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+@guard
+def _mark_interrupted(exc_value: Any) -> None:
+    if not isinstance(exc_value, _State.interrupt):
+        return
+    scope = lcctx.current_scope()
+    if scope is not None and scope.run is not None:
+        scope.run.interrupted = True
+
+
+def _suppress_interrupt_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``PregelLoop._suppress_interrupt``: a top-level run pausing ends there, without an exception."""
+
+    @functools.wraps(original)
+    def _suppress_interrupt(self: Any, exc_type: Any, exc_value: Any, traceback: Any) -> Any:
+        result = original(self, exc_type, exc_value, traceback)
+        if result:
+            _mark_interrupted(exc_value)
+        return result
+
+    return _suppress_interrupt

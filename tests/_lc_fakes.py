@@ -1,0 +1,164 @@
+"""Offline fakes for the LangChain / LangGraph tests and the bench: a scripted chat model and tools.
+
+:class:`ScriptedChatModel` is a real ``BaseChatModel`` (so LangChain's own generate/stream paths run)
+whose answer is a pure function of the conversation so far — no hidden counter — which keeps it
+deterministic when several threads or tasks share one instance:
+
+* last message from the user  -> an assistant message requesting ``tool_calls`` (if any), else text;
+* last message a tool result  -> a final text answer quoting the tool result.
+
+Every answer carries ``usage_metadata`` and OpenAI-style ``response_metadata`` (model name, finish
+reason, response id), like a real provider integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.tools import ToolException, tool
+
+ToolPlan = Callable[[str], list[dict[str, Any]]]
+"""Maps the user's text to the tool calls the model requests: ``[{"name", "args", "id"}]``."""
+
+
+def weather_plan(text: str) -> list[dict[str, Any]]:
+    """Ask ``get_weather`` for the city named last in the user's text."""
+    city = text.rsplit(" ", 1)[-1].strip("?") or "Paris"
+    return [{"name": "get_weather", "args": {"city": city}, "id": f"call_{city.lower()}"}]
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model that requests tools per ``plan`` and then answers from the tool results."""
+
+    plan: Callable[[str], list[dict[str, Any]]] = weather_plan
+    model_name: str = "scripted-1"
+    provider: str = "openai"
+    delay: float = 0.0
+    fail_with: BaseException | None = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-chat"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = self.provider
+        return params
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
+        """Tools are implied by ``plan``; binding returns the model itself."""
+        return self
+
+    def _answer(self, messages: list[BaseMessage]) -> AIMessage:
+        if self.fail_with is not None:
+            raise self.fail_with
+        last = messages[-1]
+        n_in = sum(len(str(m.content)) for m in messages)
+        usage = {"input_tokens": n_in, "output_tokens": 7, "total_tokens": n_in + 7}
+        if isinstance(last, ToolMessage):
+            results = [str(m.content) for m in messages if isinstance(m, ToolMessage)]
+            return AIMessage(
+                content="Answer: " + "; ".join(results),
+                usage_metadata=usage,
+                response_metadata={"model_name": self.model_name, "finish_reason": "stop", "id": "resp-final"},
+            )
+        text = str(last.content) if isinstance(last, HumanMessage) else ""
+        calls = self.plan(text)
+        if calls:
+            return AIMessage(
+                content="",
+                tool_calls=[{**c, "type": "tool_call"} for c in calls],
+                usage_metadata=usage,
+                response_metadata={"model_name": self.model_name, "finish_reason": "tool_calls", "id": "resp-tools"},
+            )
+        return AIMessage(
+            content="Hello!",
+            usage_metadata=usage,
+            response_metadata={"model_name": self.model_name, "finish_reason": "stop", "id": "resp-hello"},
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages))])
+
+    def _chunks(self, messages: list[BaseMessage]) -> list[ChatGenerationChunk]:
+        full = self._answer(messages)
+        text = str(full.content)
+        chunks = [ChatGenerationChunk(message=AIMessageChunk(content=text[i : i + 4])) for i in range(0, len(text), 4)]
+        last = AIMessageChunk(
+            content="",
+            tool_call_chunks=[
+                {"name": c["name"], "args": str(c["args"]).replace("'", '"'), "id": c["id"], "index": i}
+                for i, c in enumerate(full.tool_calls)
+            ],
+            usage_metadata=full.usage_metadata,
+            response_metadata=full.response_metadata,
+        )
+        return [*chunks, ChatGenerationChunk(message=last)]
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield from self._chunks(messages)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for chunk in self._chunks(messages):
+            yield chunk
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Return the weather for a city."""
+    return f"sunny in {city}"
+
+
+@tool
+def broken_tool(city: str) -> str:
+    """A tool that always raises."""
+    raise RuntimeError(f"weather service down for {city}")
+
+
+def _raise_tool_exception(city: str) -> str:
+    raise ToolException(f"no data for {city}")
+
+
+@tool(parse_docstring=False)
+def count_letters(word: str, times: int) -> int:
+    """Count the letters of a word, times ``times``."""
+    return len(word) * times
