@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -45,6 +46,9 @@ class _Factory:
 
     tracer: trace.Tracer | None = None
     span_filter: SpanFilter | None = None
+    # Warn once (then log at debug) so a broken filter or SDK cannot flood the application's logs.
+    filter_warned = False
+    start_warned = False
 
 
 def set_tracer_provider(tracer_provider: trace.TracerProvider | None) -> None:
@@ -56,8 +60,15 @@ def set_tracer_provider(tracer_provider: trace.TracerProvider | None) -> None:
 
 
 def set_span_filter(span_filter: SpanFilter | None) -> None:
-    """Install a callable that decides, per span, whether it is recorded (None removes it)."""
+    """Install a callable that decides, per span, whether it is recorded (None removes it).
+
+    The filter gets ``(category, span_name, start_attributes)`` (a read-only mapping) and returns
+    True to record the span. A filter that raises never reaches the caller: the span is *kept*
+    (failing open loses no telemetry; the filter is a noise control, redaction is the privacy
+    control) and a warning is logged the first time.
+    """
     _Factory.span_filter = span_filter
+    _Factory.filter_warned = False
 
 
 def _tracer() -> trace.Tracer:
@@ -71,6 +82,15 @@ def _tracer() -> trace.Tracer:
 def error_type_of(exc: BaseException) -> str:
     """The low-cardinality ``error.type`` of an exception: its class's qualified name."""
     return type(exc).__qualname__
+
+
+def _describe(exc: BaseException) -> str:
+    """``"ClassName: message"`` (just the class name when the message is empty or unprintable)."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class SpanHandle:
@@ -120,11 +140,19 @@ class SpanHandle:
             context_api.detach(token)
 
     def set_attribute(self, key: str, value: Any) -> None:
-        """Set one attribute; None is ignored."""
+        """Set one attribute; None is ignored, and so is anything once the span has ended.
+
+        On a merged LLM handle (``owned`` False) the value only fills a key the outer span lacks.
+        """
         if value is None:
             return
         try:
-            self.span.set_attribute(key, value)
+            span = self.span
+            if not span.is_recording():  # ended (maybe by interruption handling), filtered, sampled out
+                return
+            if not self.owned and key in getattr(span, "attributes", ()):
+                return
+            span.set_attribute(key, value)
         except Exception:
             _logger.debug("agent-otel: could not set %s", key, exc_info=True)
 
@@ -164,7 +192,9 @@ class SpanHandle:
     def set_tool_arguments(self, value: Any) -> None:
         """Record a tool call's arguments, only when content capture is on."""
         if content.capture_enabled():
-            self.set_attribute(attrs.GEN_AI_TOOL_CALL_ARGUMENTS, content.to_json(value, kind="tool_arguments"))
+            self.set_attribute(
+                attrs.GEN_AI_TOOL_CALL_ARGUMENTS, content.to_json(value, kind="tool_arguments")
+            )
 
     def set_tool_result(self, value: Any) -> None:
         """Record a tool call's result, only when content capture is on."""
@@ -172,10 +202,10 @@ class SpanHandle:
             self.set_attribute(attrs.GEN_AI_TOOL_CALL_RESULT, content.to_json(value, kind="tool_result"))
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
-        """Add a span event."""
-        if self.ended:
-            return
+        """Add a span event (merged LLM handles add it to the outer span)."""
         try:
+            if not self.span.is_recording():
+                return
             self.span.add_event(name, attributes)
         except Exception:
             _logger.debug("agent-otel: could not add event %s", name, exc_info=True)
@@ -192,20 +222,22 @@ class SpanHandle:
         Interruptions (KeyboardInterrupt, SystemExit, task cancellation) also set
         ``agent_otel.interrupted``.
         """
-        if self.ended or self.span is INVALID_SPAN:
+        if self.ended:
             return
-        if self.failed:
-            # Already failed (e.g. a validation error, then the exception it raised): the first
-            # outcome stands; the exception is still recorded as an event.
-            if exc is not None:
-                self.span.record_exception(exc)
-            return
-        self.failed = True
         try:
+            if not self.span.is_recording():  # filtered out, sampled out, or ended elsewhere
+                return
+            if self.failed:
+                # Already failed (e.g. a validation error, then the exception it raised): the first
+                # outcome stands; the exception is still recorded as an event.
+                if exc is not None:
+                    self.span.record_exception(exc)
+                return
+            self.failed = True
             if error_type is None:
                 error_type = error_type_of(exc) if exc is not None else attrs.ERROR_TYPE_OTHER
             if message is None and exc is not None:
-                message = f"{type(exc).__name__}: {exc}"
+                message = _describe(exc)
             self.span.set_status(Status(StatusCode.ERROR, message))
             self.span.set_attribute(attrs.ERROR_TYPE, error_type)
             if self.category is Category.TOOL:
@@ -221,7 +253,7 @@ class SpanHandle:
         self, message: str | None = None, *, error_type: str = attrs.TOOL_VALIDATION_ERROR_TYPE
     ) -> None:
         """Mark a tool call whose arguments failed validation (its own outcome, status ERROR)."""
-        if self.ended or self.span is INVALID_SPAN:
+        if self.ended:
             return
         self.fail(error_type=error_type, message=message or error_type)
         self.set_attribute(attrs.TOOL_OUTCOME, attrs.TOOL_OUTCOME_VALIDATION_ERROR)
@@ -232,9 +264,12 @@ class SpanHandle:
             return
         self.ended = True
         try:
+            span = self.span
+            if not span.is_recording():  # never started, or already ended by interruption handling
+                return
             if self.category is Category.TOOL and not self.failed:
-                self.span.set_attribute(attrs.TOOL_OUTCOME, attrs.TOOL_OUTCOME_SUCCESS)
-            self.span.end(end_time)
+                span.set_attribute(attrs.TOOL_OUTCOME, attrs.TOOL_OUTCOME_SUCCESS)
+            span.end(end_time)
         except Exception:
             _logger.debug("agent-otel: could not end span", exc_info=True)
 
@@ -261,24 +296,37 @@ def _start(
         settings = get_settings()
         if not settings.enabled or category.value not in settings.categories:
             return SpanHandle(INVALID_SPAN, category, parent_ctx)
-        base[attrs.CATEGORY] = category.value
         if attributes:
             base.update((k, v) for k, v in attributes.items() if v is not None)
-        if attrs.GEN_AI_CONVERSATION_ID not in base:
-            session = current_session()
-            if session is not None:
-                base[attrs.GEN_AI_CONVERSATION_ID] = session.conversation_id
-                if session.user_id is not None:
-                    base[attrs.USER_ID] = session.user_id
+        base[attrs.CATEGORY] = category.value  # after the caller's attributes: the category is ours
+        session = current_session()
+        if session is not None:
+            base.setdefault(attrs.GEN_AI_CONVERSATION_ID, session.conversation_id)
+            if session.user_id is not None:
+                base.setdefault(attrs.USER_ID, session.user_id)
         span_filter = _Factory.span_filter
-        if span_filter is not None and not span_filter(category.value, name, base):
+        if span_filter is not None and not _keep(span_filter, category, name, base):
             return SpanHandle(INVALID_SPAN, category, parent_ctx)
-        span = _tracer().start_span(name, context=parent_ctx, kind=kind, attributes=base, start_time=start_time)
+        span = _tracer().start_span(
+            name, context=parent_ctx, kind=kind, attributes=base, start_time=start_time
+        )
         return SpanHandle(span, category, parent_ctx)
     except Exception:
-        _logger.warning("agent-otel: could not start a %s span; continuing without it", category.value,
-                        exc_info=True)
+        log = _logger.debug if _Factory.start_warned else _logger.warning
+        _Factory.start_warned = True
+        log("agent-otel: could not start a %s span; continuing without it", category.value, exc_info=True)
         return SpanHandle(INVALID_SPAN, category, parent_ctx)
+
+
+def _keep(span_filter: SpanFilter, category: Category, name: str, base: dict[str, Any]) -> bool:
+    """Ask the user's filter; a filter that raises keeps the span (see :func:`set_span_filter`)."""
+    try:
+        return bool(span_filter(category.value, name, MappingProxyType(base)))
+    except Exception:
+        log = _logger.debug if _Factory.filter_warned else _logger.warning
+        _Factory.filter_warned = True
+        log("agent-otel: the span filter raised on %r; the span is kept", name, exc_info=True)
+        return True
 
 
 def start_agent(
@@ -359,8 +407,12 @@ def start_llm(
     if outer is not None:
         merged = SpanHandle(outer.span, Category.LLM, outer._parent, owned=False)
         merged._context = outer.context
+        # Fill what the outer span lacks (a merged handle never overwrites the owner's values).
+        merged.set_attribute(attrs.GEN_AI_REQUEST_MODEL, model or None)
+        merged.set_attribute(attrs.GEN_AI_PROVIDER_NAME, provider or None)
         merged.set_attribute(attrs.SERVER_ADDRESS, server_address)
         merged.set_attribute(attrs.SERVER_PORT, server_port)
+        merged.set_attribute(attrs.GEN_AI_REQUEST_STREAM, True if stream else None)
         if attributes:
             merged.set_attributes(attributes)
         return merged
