@@ -101,7 +101,9 @@ def is_interrupted(span: Span) -> bool:
 
 
 def is_validation_error(span: Span) -> bool:
-    return span.attributes.get(TOOL_OUTCOME) == "validation_error" or error_type(span) == VALIDATION_ERROR_TYPE
+    return (
+        span.attributes.get(TOOL_OUTCOME) == "validation_error" or error_type(span) == VALIDATION_ERROR_TYPE
+    )
 
 
 def is_problem(span: Span) -> bool:

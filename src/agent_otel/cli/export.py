@@ -129,7 +129,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="first backoff delay, doubled each retry up to 30 s (default 0.5)",
     )
     s = p.add_argument_group("what to send")
-    s.add_argument("--state", metavar="FILE", help=f"state file (default: {STATE_FILE_NAME} in the record dir)")
+    s.add_argument(
+        "--state", metavar="FILE", help=f"state file (default: {STATE_FILE_NAME} in the record dir)"
+    )
     s.add_argument("--no-state", action="store_true", help="neither read nor write a state file")
     s.add_argument("--force", action="store_true", help="send every span, even those already sent")
     s.add_argument(
@@ -510,7 +512,9 @@ class HttpSender:
             detail = _http_error_detail(exc)
             retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             retryable = exc.code in (408, 429, 502, 503, 504)
-            raise ExportError(f"HTTP {exc.code} {exc.reason}{detail}", retryable=retryable, retry_after=retry_after)
+            raise ExportError(
+                f"HTTP {exc.code} {exc.reason}{detail}", retryable=retryable, retry_after=retry_after
+            ) from None
         except urllib.error.URLError as exc:
             raise ExportError(f"cannot connect: {_reason(exc.reason)}", retryable=True) from None
         except (TimeoutError, ConnectionError, OSError) as exc:
@@ -868,7 +872,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     filters = c.Filters.from_args(args)
     spans = [s for t in filters.select(c.build_traces(result.spans)) for s in t.spans]
     try:
-        state_path = None if args.no_state else Path(args.state) if args.state else default_state_path(args.path)
+        state_path = (
+            None if args.no_state else Path(args.state) if args.state else default_state_path(args.path)
+        )
         state = ExportState(state_path)
     except StateError as exc:
         print(f"agent-otel: error: {exc}", file=err)
@@ -918,9 +924,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
     def on_retry(attempt: int, wait: float, exc: ExportError) -> None:
         if not args.quiet:
-            progress.message(
-                f"agent-otel: {exc} - retry {attempt}/{args.retries} in {wait:.1f} s"
-            )
+            progress.message(f"agent-otel: {exc} - retry {attempt}/{args.retries} in {wait:.1f} s")
 
     try:
         for group in groups:

@@ -222,11 +222,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     """Plain text table, columns padded; ``right`` says which columns are right-aligned."""
     widths = [len(h) for h in headers]
     for r in rows:
-        widths = [max(w, len(x)) for w, x in zip(widths, r)]
+        widths = [max(w, len(x)) for w, x in zip(widths, r, strict=False)]
 
     def _fmt(cells: Sequence[str]) -> str:
         return "  ".join(
-            (x.rjust(w) if ra else x.ljust(w)) for x, w, ra in zip(cells, widths, right)
+            (x.rjust(w) if ra else x.ljust(w)) for x, w, ra in zip(cells, widths, right, strict=False)
         ).rstrip()
 
     return [_fmt(headers)] + [_fmt(r) for r in rows]

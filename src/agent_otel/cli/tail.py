@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent_otel.cli import _common as c
-from agent_otel.cli.view import span_json
+from agent_otel.cli.view import error_text, span_json
 from agent_otel.jsonl import reader
 from agent_otel.jsonl.reader import CorruptLine, FileCursor, Record, Span
 
@@ -179,12 +179,7 @@ class Printer:
             if tin is not None or tout is not None:
                 parts.append("  " + st(f"{c.fmt_int(tin)}{sym.arrow}{c.fmt_int(tout)} tok", "dim"))
             if span.is_error:
-                et = c.error_type(span) or ""
-                msg = (span.status_message or "").splitlines()[0] if span.status_message else ""
-                text = "ERROR " + et + (f": {msg}" if msg and msg != et else "")
-                if c.is_interrupted(span):
-                    text += " (interrupted)"
-                parts.append("  " + st(text.strip(), "red"))
+                parts.append("  " + st(error_text(span), "red"))
         self.out.write("".join(parts).rstrip() + "\n")
 
     def warn(self, corrupt: list[CorruptLine]) -> None:

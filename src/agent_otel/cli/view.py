@@ -132,19 +132,23 @@ def _details(span: Span, sym: c.Symbols) -> list[tuple[str, tuple[str, ...]]]:
     if not span.finished and not span.recovered:
         parts.append((f"{sym.unfinished} never ended (process killed?)", ("yellow", "bold")))
     elif span.is_error:
-        et = c.error_type(span)
-        msg = span.status_message
-        text = "ERROR"
-        if et:
-            text += f" {et}"
-        if msg and msg != et:
-            text += f": {msg.splitlines()[0] if msg.strip() else msg}"
-        if c.is_interrupted(span):
-            text += " (interrupted)"
-        elif c.is_validation_error(span) and et != c.VALIDATION_ERROR_TYPE:
-            text += " (validation error)"
+        text = error_text(span)
         parts.append((text, ("red",)))
     return parts
+
+
+def error_text(span: Span) -> str:
+    """``ERROR <error.type>: <first line of the status message>`` (without repeating the type)."""
+    et = c.error_type(span) or ""
+    msg = (span.status_message or "").strip().splitlines()[0].strip() if span.status_message.strip() else ""
+    if et and msg.startswith(et):
+        msg = msg[len(et) :].lstrip(":").strip()
+    text = "ERROR" + (f" {et}" if et else "") + (f": {msg}" if msg else "")
+    if c.is_interrupted(span):
+        text += " (interrupted)"
+    elif c.is_validation_error(span) and et != c.VALIDATION_ERROR_TYPE:
+        text += " (validation error)"
+    return text
 
 
 def _symbol(span: Span, sym: c.Symbols) -> tuple[str, tuple[str, ...]]:
@@ -158,12 +162,11 @@ def _symbol(span: Span, sym: c.Symbols) -> tuple[str, tuple[str, ...]]:
 def _duration(span: Span) -> str:
     if span.finished or span.recovered:
         return c.fmt_duration(span.duration_ns)
-    return "≥" + c.fmt_duration(c.effective_end(span) - span.start_time_unix_nano)
+    lower = c.effective_end(span) - span.start_time_unix_nano
+    return "≥" + c.fmt_duration(lower) if lower > 0 else "?"
 
 
-def _tree_rows(
-    nodes: list[c.Node], prefix: str, sym: c.Symbols, top: bool
-) -> list[tuple[str, c.Node]]:
+def _tree_rows(nodes: list[c.Node], prefix: str, sym: c.Symbols, top: bool) -> list[tuple[str, c.Node]]:
     """(connector prefix, node) in display order."""
     rows: list[tuple[str, c.Node]] = []
     for i, node in enumerate(nodes):
@@ -191,6 +194,11 @@ def render(
     """Write the text view of ``traces`` to ``out``."""
     sym = symbols
     indent = "    "
+    name_w = 0
+    for trace in traces:
+        for conn, n in _tree_rows(trace.roots, "", sym, top=True):
+            name_w = max(name_w, len(conn) + 2 + len(n.span.name or "(unnamed)") + 2)
+    name_w = min(name_w, 64)
     for conv, ctraces in c.group_by_conversation(traces):
         title, summary = _conversation_header(conv, ctraces)
         segs = [(title, ("bold", "magenta")), (f"  {summary}", ("dim",))]
@@ -210,7 +218,6 @@ def render(
             text = "  " + " · ".join(head)
             print(style(c.truncate(text, width), "bold"), file=out)
             rows = _tree_rows(trace.roots, "", sym, top=True)
-            name_w = min(60, max(len(conn) + 2 + len(n.span.name) for conn, n in rows) + 2)
             for conn, node in rows:
                 span = node.span
                 s_text, s_style = _symbol(span, sym)

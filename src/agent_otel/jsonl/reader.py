@@ -421,9 +421,7 @@ def read_from(
     return records, corrupt, next_offset, line_no
 
 
-def iter_records(
-    path: str | os.PathLike[str], corrupt: list[CorruptLine] | None = None
-) -> Iterator[Record]:
+def iter_records(path: str | os.PathLike[str], corrupt: list[CorruptLine] | None = None) -> Iterator[Record]:
     """Yield every record of a file or directory in file order; append skipped lines to ``corrupt``."""
     for f in find_files(path):
         try:
@@ -602,7 +600,9 @@ def recover(span: Span, end_time_unix_nano: int | None = None) -> Span:
     end = max(end, span.start_time_unix_nano)
     otlp = copy.copy(span.otlp)
     attrs = [
-        kv for kv in otlp.get("attributes") or () if kv.get("key") not in (START_RECORD, ERROR_TYPE, RECOVERED)
+        kv
+        for kv in otlp.get("attributes") or ()
+        if kv.get("key") not in (START_RECORD, ERROR_TYPE, RECOVERED)
     ]
     attrs.append({"key": ERROR_TYPE, "value": {"stringValue": UNFINISHED_ERROR_TYPE}})
     attrs.append({"key": RECOVERED, "value": {"boolValue": True}})
