@@ -17,11 +17,25 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
+import pytest
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import ToolException, tool
+
+from agent_otel.instrumentation import langchain as lc_instrumentation
+
+
+@pytest.fixture
+def lc(otel: Any) -> Iterator[Any]:
+    """LangChain + LangGraph instrumented for one test; yields the in-memory exporter of ``otel``."""
+    assert lc_instrumentation.instrument()
+    try:
+        yield otel[1]
+    finally:
+        lc_instrumentation.uninstrument()
+
 
 ToolPlan = Callable[[str], list[dict[str, Any]]]
 """Maps the user's text to the tool calls the model requests: ``[{"name", "args", "id"}]``."""
@@ -66,7 +80,11 @@ class ScriptedChatModel(BaseChatModel):
             return AIMessage(
                 content="Answer: " + "; ".join(results),
                 usage_metadata=usage,
-                response_metadata={"model_name": self.model_name, "finish_reason": "stop", "id": "resp-final"},
+                response_metadata={
+                    "model_name": self.model_name,
+                    "finish_reason": "stop",
+                    "id": "resp-final",
+                },
             )
         text = str(last.content) if isinstance(last, HumanMessage) else ""
         calls = self.plan(text)
@@ -75,7 +93,11 @@ class ScriptedChatModel(BaseChatModel):
                 content="",
                 tool_calls=[{**c, "type": "tool_call"} for c in calls],
                 usage_metadata=usage,
-                response_metadata={"model_name": self.model_name, "finish_reason": "tool_calls", "id": "resp-tools"},
+                response_metadata={
+                    "model_name": self.model_name,
+                    "finish_reason": "tool_calls",
+                    "id": "resp-tools",
+                },
             )
         return AIMessage(
             content="Hello!",
@@ -110,7 +132,10 @@ class ScriptedChatModel(BaseChatModel):
     def _chunks(self, messages: list[BaseMessage]) -> list[ChatGenerationChunk]:
         full = self._answer(messages)
         text = str(full.content)
-        chunks = [ChatGenerationChunk(message=AIMessageChunk(content=text[i : i + 4])) for i in range(0, len(text), 4)]
+        chunks = [
+            ChatGenerationChunk(message=AIMessageChunk(content=text[i : i + 4]))
+            for i in range(0, len(text), 4)
+        ]
         last = AIMessageChunk(
             content="",
             tool_call_chunks=[
@@ -162,3 +187,75 @@ def _raise_tool_exception(city: str) -> str:
 def count_letters(word: str, times: int) -> int:
     """Count the letters of a word, times ``times``."""
     return len(word) * times
+
+
+# --------------------------------------------------------------------------- span-tree helpers
+
+
+def span_tree(finished: Sequence[Any], *, order: str = "start") -> list[str]:
+    """Render finished spans as indented lines (two spaces per level), one root after another.
+
+    Siblings are ordered by start time (``order="start"``) or by name then start (``order="name"``,
+    for branches that run in parallel). A span whose parent is not among ``finished`` is a root.
+    """
+    ids = {s.context.span_id for s in finished}
+    children: dict[Any, list[Any]] = {}
+    roots = []
+    for s in finished:
+        if s.parent is None or s.parent.span_id not in ids:
+            roots.append(s)
+        else:
+            children.setdefault(s.parent.span_id, []).append(s)
+
+    def key(s: Any) -> Any:
+        return (s.name, s.start_time) if order == "name" else (s.start_time, s.name)
+
+    lines: list[str] = []
+
+    def walk(span: Any, depth: int) -> None:
+        lines.append("  " * depth + span.name)
+        for child in sorted(children.get(span.context.span_id, []), key=key):
+            walk(child, depth + 1)
+
+    for root in sorted(roots, key=key):
+        walk(root, 0)
+    return lines
+
+
+def named(finished: Sequence[Any], name: str) -> list[Any]:
+    """The finished spans called ``name``, in start order."""
+    return sorted((s for s in finished if s.name == name), key=lambda s: s.start_time)
+
+
+def one(finished: Sequence[Any], name: str) -> Any:
+    """The single finished span called ``name`` (asserts there is exactly one)."""
+    found = named(finished, name)
+    assert len(found) == 1, f"expected one {name!r}, got {len(found)}: {[s.name for s in finished]}"
+    return found[0]
+
+
+def descendants(finished: Sequence[Any], root: Any) -> list[Any]:
+    """Every finished span below ``root`` (any depth)."""
+    below = {root.context.span_id}
+    out: list[Any] = []
+    changed = True
+    while changed:
+        changed = False
+        for s in finished:
+            if s.parent is not None and s.parent.span_id in below and s.context.span_id not in below:
+                below.add(s.context.span_id)
+                out.append(s)
+                changed = True
+    return out
+
+
+REACT_TURN = [
+    "invoke_agent LangGraph",
+    "  node agent",
+    "    chat scripted-1",
+    "  node tools",
+    "    execute_tool get_weather",
+    "  node agent",
+    "    chat scripted-1",
+]
+"""The span tree of one ReAct turn (2 LLM calls + 1 tool call) with the scripted model."""

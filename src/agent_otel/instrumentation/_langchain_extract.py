@@ -78,8 +78,18 @@ def request_attributes(ls_params: Mapping[str, Any], keys: Mapping[str, str]) ->
 class Response:
     """What a chat model answered, in span terms (all optional)."""
 
-    __slots__ = ("finish_reasons", "input_tokens", "model", "output_tokens", "reasoning_tokens",
-                 "response_id", "tool_call_ids", "tool_call_names", "cache_creation_tokens", "cache_read_tokens")
+    __slots__ = (
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "finish_reasons",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "reasoning_tokens",
+        "response_id",
+        "tool_call_ids",
+        "tool_call_names",
+    )
 
     def __init__(self) -> None:
         self.model: str | None = None
@@ -197,7 +207,9 @@ def _text_parts(content: Any) -> list[dict[str, Any]]:
                 if kind == "text":
                     parts.append({"type": "text", "content": block.get("text", "")})
                 elif kind in ("reasoning", "thinking"):
-                    parts.append({"type": "reasoning", "content": block.get("reasoning") or block.get("thinking")})
+                    parts.append(
+                        {"type": "reasoning", "content": block.get("reasoning") or block.get("thinking")}
+                    )
                 elif kind in ("tool_use", "tool_call", "function_call"):
                     continue  # reported from message.tool_calls
                 else:
@@ -209,17 +221,25 @@ def message_to_semconv(message: Any) -> dict[str, Any]:
     """One LangChain message as a semconv chat message ``{role, parts[, name]}``."""
     role = _ROLES.get(getattr(message, "type", ""), getattr(message, "type", "user"))
     if role == "tool":
-        parts: list[dict[str, Any]] = [{
-            "type": "tool_call_response",
-            "id": getattr(message, "tool_call_id", None),
-            "response": getattr(message, "content", None),
-        }]
+        parts: list[dict[str, Any]] = [
+            {
+                "type": "tool_call_response",
+                "id": getattr(message, "tool_call_id", None),
+                "response": getattr(message, "content", None),
+            }
+        ]
     else:
         parts = _text_parts(getattr(message, "content", None))
         for call in getattr(message, "tool_calls", None) or ():
             if isinstance(call, Mapping):
-                parts.append({"type": "tool_call", "id": call.get("id"), "name": call.get("name"),
-                              "arguments": call.get("args")})
+                parts.append(
+                    {
+                        "type": "tool_call",
+                        "id": call.get("id"),
+                        "name": call.get("name"),
+                        "arguments": call.get("args"),
+                    }
+                )
     out: dict[str, Any] = {"role": role, "parts": parts}
     name = getattr(message, "name", None)
     if name and role != "tool":

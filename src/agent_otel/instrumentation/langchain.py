@@ -30,7 +30,7 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry import context as otel_context
 
@@ -55,7 +55,7 @@ _REQUEST_KEYS = {
 class _State:
     """Module state: what is patched (to undo it) and the optional LangGraph exception types."""
 
-    patched: list[tuple[Any, str]] = []
+    patched: ClassVar[list[tuple[Any, str]]] = []
     active: bool = False
     langgraph: bool = False
     # LangGraph's control-flow exceptions (interrupt / parent command): not tool failures.
@@ -196,8 +196,15 @@ def _ls_params(instance: Any, run_manager: Any, stop: Any, kwargs: Mapping[str, 
 
 
 @guard
-def _start_llm(instance: Any, messages: Any, stop: Any, run_manager: Any, kwargs: Mapping[str, Any],
-               stream: bool, parent: otel_context.Context | None = None) -> spans.SpanHandle:
+def _start_llm(
+    instance: Any,
+    messages: Any,
+    stop: Any,
+    run_manager: Any,
+    kwargs: Mapping[str, Any],
+    stream: bool,
+    parent: otel_context.Context | None = None,
+) -> spans.SpanHandle:
     params = _ls_params(instance, run_manager, stop, kwargs)
     model = params.get("ls_model_name")
     handle = spans.start_llm(
@@ -226,8 +233,9 @@ def _record_request_content(handle: spans.SpanHandle, messages: Any, kwargs: Map
 def _apply_response(handle: spans.SpanHandle, response: extract.Response | None) -> None:
     if response is None:
         return
-    handle.set_response(model=response.model, response_id=response.response_id,
-                        finish_reasons=response.finish_reasons or None)
+    handle.set_response(
+        model=response.model, response_id=response.response_id, finish_reasons=response.finish_reasons or None
+    )
     handle.set_usage(
         input_tokens=response.input_tokens,
         output_tokens=response.output_tokens,
@@ -248,7 +256,9 @@ def _finish_llm(handle: spans.SpanHandle, result: Any) -> None:
         if content.capture_enabled():
             msgs = extract.output_messages(result)
             if msgs is not None:
-                handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(msgs, kind="output_messages"))
+                handle.set_attribute(
+                    attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(msgs, kind="output_messages")
+                )
     handle.end()
 
 
@@ -265,8 +275,9 @@ def _generate_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[An
     return messages, stop, run_manager
 
 
-def _wrap_generate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
+def _wrap_generate(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``BaseChatModel._generate_with_cache``: one LLM span per model call, active during it."""
     messages, stop, run_manager = _generate_args(args, kwargs)
     handle = _start_llm(instance, messages, stop, run_manager, kwargs, False)
@@ -282,8 +293,9 @@ def _wrap_generate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     return result
 
 
-async def _wrap_agenerate(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                          kwargs: dict[str, Any]) -> Any:
+async def _wrap_agenerate(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``BaseChatModel._agenerate_with_cache``: the async twin of :func:`_wrap_generate`."""
     messages, stop, run_manager = _generate_args(args, kwargs)
     handle = _start_llm(instance, messages, stop, run_manager, kwargs, False)
@@ -354,16 +366,18 @@ class _StreamTrace:
         handle.end()
 
 
-def _wrap_stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Any:
+def _wrap_stream(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``BaseChatModel.stream``: one LLM span for the whole stream, active while it produces chunks."""
     inner = wrapped(*args, **kwargs)
     trace = _StreamTrace(instance, args, kwargs)
     return lcctx.iterate_in_context(inner, trace.begin, trace.on_item, trace.finish)
 
 
-def _wrap_astream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
+def _wrap_astream(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``BaseChatModel.astream``: the async twin of :func:`_wrap_stream`."""
     inner = wrapped(*args, **kwargs)
     trace = _StreamTrace(instance, args, kwargs)
@@ -413,12 +427,15 @@ def _finish_tool(scope: lcctx.Scope, result: Any, exc: BaseException | None) -> 
         # The tool itself returned an error ToolMessage.
         handle.fail(error_type=attrs.ERROR_TYPE_OTHER, message="tool returned status=error")
     if handle.recording and content.capture_enabled():
-        handle.set_tool_result(getattr(result, "content", result) if hasattr(result, "tool_call_id") else result)
+        handle.set_tool_result(
+            getattr(result, "content", result) if hasattr(result, "tool_call_id") else result
+        )
     handle.end()
 
 
-def _wrap_tool_run(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
+def _wrap_tool_run(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``BaseTool.run``: a tool span, current while the tool body runs."""
     started = _start_tool(instance, args, kwargs)
     if started is None:
@@ -436,8 +453,9 @@ def _wrap_tool_run(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     return result
 
 
-async def _wrap_tool_arun(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                          kwargs: dict[str, Any]) -> Any:
+async def _wrap_tool_arun(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``BaseTool.arun``: the async twin of :func:`_wrap_tool_run`."""
     started = _start_tool(instance, args, kwargs)
     if started is None:
@@ -467,15 +485,17 @@ def _mark_handled(exc: Any, validation: bool) -> None:
         scope.handle.fail(exc)
 
 
-def _wrap_handle_tool_error(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                            kwargs: dict[str, Any]) -> Any:
+def _wrap_handle_tool_error(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``_handle_tool_error(e, flag=...)``: the tool raised a ToolException LangChain will handle."""
     _mark_handled(args[0] if args else kwargs.get("e"), False)
     return wrapped(*args, **kwargs)
 
 
-def _wrap_handle_validation_error(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                                  kwargs: dict[str, Any]) -> Any:
+def _wrap_handle_validation_error(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``_handle_validation_error(e, flag=...)``: invalid tool arguments LangChain will handle."""
     _mark_handled(args[0] if args else kwargs.get("e"), True)
     return wrapped(*args, **kwargs)
@@ -513,8 +533,9 @@ def _start_chain(instance: Any) -> spans.SpanHandle:
     return spans.start_workflow(str(name))
 
 
-def _wrap_chain_invoke(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
+def _wrap_chain_invoke(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     handle = _start_chain(instance)
     if handle is None:
         return wrapped(*args, **kwargs)
@@ -528,8 +549,9 @@ def _wrap_chain_invoke(wrapped: Callable[..., Any], instance: Any, args: tuple[A
     return result
 
 
-async def _wrap_chain_ainvoke(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                              kwargs: dict[str, Any]) -> Any:
+async def _wrap_chain_ainvoke(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     handle = _start_chain(instance)
     if handle is None:
         return await wrapped(*args, **kwargs)

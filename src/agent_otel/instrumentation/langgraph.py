@@ -32,7 +32,7 @@ import functools
 import importlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry import context as otel_context
 
@@ -54,7 +54,7 @@ _LOOP_MODULES = ("langgraph.pregel._loop", "langgraph.pregel.loop")
 
 
 class _State:
-    patched: list[tuple[Any, str]] = []
+    patched: ClassVar[list[tuple[Any, str]]] = []
     active: bool = False
     interrupt: tuple[type[BaseException], ...] = ()
     bubble_up: tuple[type[BaseException], ...] = ()
@@ -228,8 +228,9 @@ class _GraphRun:
         if _State.command is not None and isinstance(input_, _State.command) and input_.resume is not None:
             extra = {attrs.GRAPH_RESUME: True}
         if self.kind == "agent":
-            handle = spans.start_agent(self._name(), conversation_id=self._conversation_id(),
-                                       parent=self.parent, attributes=extra)
+            handle = spans.start_agent(
+                self._name(), conversation_id=self._conversation_id(), parent=self.parent, attributes=extra
+            )
         else:
             handle = spans.start_workflow(self._name(), parent=self.parent, attributes=extra)
         self.run = lcctx.RunState(handle)
@@ -248,8 +249,9 @@ class _GraphRun:
         handle.end()
 
 
-def _wrap_stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Any:
+def _wrap_stream(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``Pregel.stream``: the run span is current while the graph computes, not while chunks are consumed."""
     inner = wrapped(*args, **kwargs)
     run = _plan(instance, args, kwargs)
@@ -258,8 +260,9 @@ def _wrap_stream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     return lcctx.iterate_in_context(inner, run.begin, None, run.finish)
 
 
-def _wrap_astream(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
+def _wrap_astream(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``Pregel.astream``: the async twin of :func:`_wrap_stream`."""
     inner = wrapped(*args, **kwargs)
     run = _plan(instance, args, kwargs)
@@ -303,7 +306,9 @@ def _start_node(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[_Node
         attributes={attrs.NODE_TASK_ID: task_id} if isinstance(task_id, str) else None,
     )
     if handle.recording and content.capture_enabled():
-        handle.set_attribute(attrs.NODE_INPUT, content.to_json(getattr(task, "input", None), kind="node_input"))
+        handle.set_attribute(
+            attrs.NODE_INPUT, content.to_json(getattr(task, "input", None), kind="node_input")
+        )
     enclosing = lcctx.current_scope()
     proc = getattr(task, "proc", None)
     steps = getattr(proc, "steps", None)
@@ -330,8 +335,9 @@ def _finish_node(node: _Node, exc: BaseException | None) -> None:
     handle.end()
 
 
-def _wrap_run_with_retry(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                         kwargs: dict[str, Any]) -> Any:
+def _wrap_run_with_retry(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``run_with_retry(task, ...)``: a node span around one task, in the thread that runs it."""
     started = _start_node(args, kwargs)
     if started is None:
@@ -349,8 +355,9 @@ def _wrap_run_with_retry(wrapped: Callable[..., Any], instance: Any, args: tuple
     return result
 
 
-async def _wrap_arun_with_retry(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                                kwargs: dict[str, Any]) -> Any:
+async def _wrap_arun_with_retry(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``arun_with_retry(task, ...)``: the async twin of :func:`_wrap_run_with_retry`."""
     started = _start_node(args, kwargs)
     if started is None:
