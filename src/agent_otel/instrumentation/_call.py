@@ -1,0 +1,301 @@
+"""The lifecycle of one instrumented SDK call (shared by the openai and anthropic instrumentations).
+
+An :class:`LLMCall` owns the span handle of one model call from the moment the wrapper starts it until it
+ends — exactly once — on the first of: the call raising (:meth:`LLMCall.fail`), a non-streamed result
+(:meth:`LLMCall.finish`), the end of the stream the call returned (the call is the stream proxy's
+observer), or, for a raw response whose body is read later, the caller parsing/closing/dropping it.
+Subclasses only extract data (``extract_response``, ``observe_chunk``, ``complete_stream``); everything
+they do runs guarded, and nothing here touches the caller's return value or exception.
+
+``error.type`` of a failed call: the HTTP status code as a string (``"429"``, ``"500"``) for an API error
+that has one — the same low-cardinality value for both providers — otherwise the exception's class name
+(``"APITimeoutError"``, ``"APIConnectionError"``, ``"CancelledError"``...). ``http.response.status_code`` is
+set too when known.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import wrapt
+
+from agent_otel import attributes as attrs
+from agent_otel import spans
+from agent_otel.instrumentation._genai_metrics import GenAIMetrics
+from agent_otel.instrumentation._safe import guard
+from agent_otel.instrumentation._streams import AsyncStreamProxy, SyncStreamProxy
+from agent_otel.spans import SpanHandle
+
+_logger = logging.getLogger(__name__)
+
+_perf_ns = time.perf_counter_ns
+
+
+def error_type_for(exc: BaseException) -> str:
+    """``error.type`` for an exception raised by an SDK call (see the module docstring)."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
+        return str(status)
+    return type(exc).__qualname__
+
+
+class LLMCall:
+    """One model call in flight. Subclasses override the extraction hooks; see the module docstring."""
+
+    __slots__ = (
+        "capture",
+        "ended",
+        "first_chunk_ns",
+        "handle",
+        "input_tokens",
+        "metrics",
+        "operation",
+        "output_tokens",
+        "provider",
+        "request_model",
+        "response_model",
+        "server_address",
+        "server_port",
+        "start_ns",
+    )
+
+    def __init__(
+        self,
+        handle: SpanHandle,
+        metrics: GenAIMetrics | None,
+        *,
+        operation: str,
+        provider: str,
+        request_model: str | None,
+        server_address: str | None,
+        server_port: int | None,
+        capture: bool,
+    ) -> None:
+        self.handle = handle
+        self.metrics = metrics
+        self.operation = operation
+        self.provider = provider
+        self.request_model = request_model
+        self.server_address = server_address
+        self.server_port = server_port
+        self.capture = capture
+        self.start_ns = _perf_ns()
+        self.first_chunk_ns: int | None = None
+        self.response_model: str | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.ended = False
+
+    # -- extraction hooks (subclasses) ----------------------------------------------------------
+    def extract_response(self, response: Any) -> None:
+        """Record a complete response (an SDK model, or the decoded JSON body of a raw response)."""
+
+    def observe_chunk(self, chunk: Any) -> None:
+        """Accumulate what one stream chunk says (cheap: runs per chunk)."""
+
+    def complete_stream(self) -> None:
+        """Record what the chunks accumulated, once the stream is over."""
+
+    # -- outcomes -------------------------------------------------------------------------------
+    def fail(self, exc: BaseException) -> None:
+        """The call (or its stream) raised ``exc``: status ERROR, error.type, exception event; end."""
+        if self.ended:
+            return
+        try:
+            error_type = attrs.ERROR_TYPE_OTHER
+            try:
+                error_type = error_type_for(exc)
+                status = getattr(exc, "status_code", None)
+                if isinstance(status, int):
+                    self.handle.set_attribute(attrs.HTTP_RESPONSE_STATUS_CODE, status)
+                self.handle.fail(exc, error_type=error_type)
+            finally:
+                self._end(error_type)
+        except Exception:
+            _logger.debug("agent-otel: recording a failed call failed", exc_info=True)
+
+    def finish(self, result: Any) -> Any:
+        """The call returned ``result``: record it and return what the caller must get.
+
+        A stream comes back wrapped in a stream proxy (the span ends with the stream); a raw response whose
+        body is still unread comes back wrapped in a :class:`RawResponseProxy`; anything else is returned
+        as is, after the span ended. Never raises; on an internal failure the original result is returned.
+        """
+        try:
+            if hasattr(result, "http_response") and hasattr(result, "parse"):
+                return self._finish_raw(result)
+            if hasattr(result, "__next__"):
+                return SyncStreamProxy(result, self)
+            if hasattr(result, "__anext__"):
+                return AsyncStreamProxy(result, self)
+        except Exception:
+            _logger.debug("agent-otel: could not wrap the result", exc_info=True)
+            self._end(None)
+            return result
+        self.finish_response(result)
+        return result
+
+    def finish_response(self, response: Any) -> None:
+        """Record a complete response and end the span."""
+        if self.ended:
+            return
+        if self.handle.recording or self.metrics is not None:
+            try:
+                self.extract_response(response)
+            except Exception:
+                _logger.debug("agent-otel: response extraction failed", exc_info=True)
+        self._end(None)
+
+    def _finish_raw(self, raw: Any) -> Any:
+        http = raw.http_response
+        if http.is_closed and not getattr(raw, "_is_sse_stream", getattr(raw, "_stream", False)):
+            self.finish_response(_json_body(http))
+            return raw
+        return RawResponseProxy(raw, self)
+
+    # -- stream observer --------------------------------------------------------------------------
+    def on_chunk(self, chunk: Any) -> None:
+        """Stream observer: one chunk."""
+        if self.first_chunk_ns is None:
+            self.first_chunk_ns = _perf_ns()
+        self.observe_chunk(chunk)
+
+    def on_end(self, error: BaseException | None) -> None:
+        """Stream observer: the stream is over."""
+        if error is not None:
+            self.fail(error)
+            return
+        if self.ended:
+            return
+        try:
+            self.complete_stream()
+        except Exception:
+            _logger.debug("agent-otel: stream completion failed", exc_info=True)
+        self._end(None)
+
+    # -- ending ---------------------------------------------------------------------------------
+    def _end(self, error_type: str | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self._close_span(error_type)
+        except Exception:
+            _logger.debug("agent-otel: ending the call failed", exc_info=True)
+
+    def _close_span(self, error_type: str | None) -> None:
+        now = _perf_ns()
+        ttfc = None
+        handle = self.handle
+        if self.first_chunk_ns is not None:
+            ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
+            handle.set_attribute(attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
+        handle.end()
+        if self.metrics is not None and handle.owned:
+            self.metrics.record(
+                operation=self.operation,
+                provider=self.provider,
+                request_model=self.request_model,
+                response_model=self.response_model,
+                server_address=self.server_address,
+                server_port=self.server_port,
+                error_type=error_type,
+                duration_s=(now - self.start_ns) / 1e9,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                time_to_first_chunk_s=ttfc,
+            )
+
+    def end_unfinished(self) -> None:
+        """End with what is known (a raw response closed or dropped before being parsed)."""
+        self._end(None)
+
+
+@guard
+def _json_body(http: Any) -> Any:
+    return http.json()
+
+
+class RawResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """A raw SDK response (``with_raw_response`` of a stream, ``with_streaming_response``) whose body is
+    read after the call returned. The call ends when the caller parses it (a parsed stream hands the call
+    to a stream proxy), closes it (also when its ``with`` block exits), or drops it.
+    """
+
+    def __init__(self, wrapped: Any, call: LLMCall) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_stream: Any = None
+        self._self_parsed: Any = None
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        value = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(value):
+            return self._self_parse_async(value)
+        return self._self_adopt(value)
+
+    async def _self_parse_async(self, awaitable: Any) -> Any:
+        return self._self_adopt(await awaitable)
+
+    def _self_adopt(self, value: Any) -> Any:
+        try:
+            if hasattr(value, "__next__") or hasattr(value, "__anext__"):
+                if self._self_stream is not None and self._self_parsed is value:
+                    return self._self_stream
+                if self._self_call.ended:
+                    return value
+                proxy = self._self_call.finish(value)
+                self._self_parsed, self._self_stream = value, proxy
+                return proxy
+            self._self_call.finish_response(value)
+        except Exception:
+            _logger.debug("agent-otel: raw response extraction failed", exc_info=True)
+        return value
+
+    def close(self) -> Any:
+        result = self.__wrapped__.close()
+        if inspect.isawaitable(result):
+            return self._self_close_async(result)
+        self._self_call.end_unfinished()
+        return result
+
+    async def _self_close_async(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        finally:
+            self._self_call.end_unfinished()
+
+    def __del__(self) -> None:
+        try:
+            self._self_call.end_unfinished()
+        except Exception:
+            pass
+
+
+@guard
+def note_retry(kwargs: Mapping[str, Any]) -> None:
+    """An SDK is about to retry the request of the active LLM call: count it and add a retry event.
+
+    Wraps the SDK's ``_sleep_for_retry(retries_taken=..., response=...)``; costs nothing on calls that are
+    not retried. ``http.request.resend_count`` ends as the number of retries of the call.
+    """
+    handle = spans.active_llm()
+    if handle is None:
+        return
+    attempt = int(kwargs.get("retries_taken") or 0) + 1
+    handle.set_attribute(attrs.HTTP_REQUEST_RESEND_COUNT, attempt)
+    event: dict[str, Any] = {attrs.LLM_RETRY_ATTEMPT: attempt}
+    status = getattr(kwargs.get("response"), "status_code", None)
+    if isinstance(status, int):
+        event[attrs.HTTP_RESPONSE_STATUS_CODE] = status
+    handle.add_event(attrs.LLM_RETRY_EVENT, event)
+
+
+def retry_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """``wrapt`` wrapper for an SDK client's ``_sleep_for_retry`` (sync or async): see :func:`note_retry`."""
+    note_retry(kwargs)
+    return wrapped(*args, **kwargs)

@@ -1,0 +1,173 @@
+"""Transparent stream proxies that finish an LLM call exactly once, however the stream ends.
+
+:class:`SyncStreamProxy` / :class:`AsyncStreamProxy` wrap an SDK stream (``wrapt.ObjectProxy``: every
+attribute, helper method and ``isinstance`` check reaches the real stream) and report to a
+:class:`StreamObserver`:
+
+- every chunk the caller receives -> ``observer.on_chunk(chunk)``;
+- the end, exactly once -> ``observer.on_end(error)``, on whichever comes first: exhaustion
+  (``StopIteration``), an exception raised by the stream (``error`` is that exception), ``close()`` /
+  ``aclose()``, leaving a ``with`` / ``async with`` block (an interruption — KeyboardInterrupt, SystemExit,
+  task cancellation — raised in the block counts as the error; other exceptions of the caller's own code
+  do not), or garbage collection of the proxy (``__del__``), which covers an early ``break`` followed by
+  dropping the stream.
+
+The proxies attach no OpenTelemetry context while the caller iterates: code the caller runs between chunks
+is parented to the caller's own span, not to the LLM span. Observer failures are swallowed (debug log);
+the chunks, the return values and the exceptions the caller sees are the stream's own, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import wrapt
+
+_logger = logging.getLogger(__name__)
+
+_INTERRUPTIONS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+
+
+class StreamObserver(Protocol):
+    """What a stream proxy reports to. Implementations should not raise (the proxy guards them anyway)."""
+
+    def on_chunk(self, chunk: Any) -> None:
+        """One chunk, as the caller receives it."""
+
+    def on_end(self, error: BaseException | None) -> None:
+        """The stream is over (called exactly once). ``error``: what ended it abnormally, if anything."""
+
+
+def _report_chunk(observer: StreamObserver, chunk: Any) -> None:
+    try:
+        observer.on_chunk(chunk)
+    except Exception:
+        _logger.debug("agent-otel: stream chunk extraction failed", exc_info=True)
+
+
+def _report_end(observer: StreamObserver, error: BaseException | None) -> None:
+    try:
+        observer.on_end(error)
+    except Exception:
+        _logger.debug("agent-otel: stream finalisation failed", exc_info=True)
+
+
+def _exit_error(exc: BaseException | None) -> BaseException | None:
+    return exc if isinstance(exc, _INTERRUPTIONS) else None
+
+
+class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """A synchronous stream that reports its chunks and its end to an observer (see the module docstring)."""
+
+    def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
+        super().__init__(wrapped)
+        self._self_observer = observer
+        self._self_done = False
+
+    def _self_finish(self, error: BaseException | None) -> None:
+        if self._self_done:
+            return
+        self._self_done = True
+        _report_end(self._self_observer, error)
+
+    def __iter__(self) -> SyncStreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            chunk = self.__wrapped__.__next__()
+        except StopIteration:
+            self._self_finish(None)
+            raise
+        except BaseException as exc:
+            self._self_finish(exc)
+            raise
+        if not self._self_done:
+            _report_chunk(self._self_observer, chunk)
+        return chunk
+
+    def close(self) -> Any:
+        try:
+            return self.__wrapped__.close()
+        finally:
+            self._self_finish(None)
+
+    def __enter__(self) -> SyncStreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            self._self_finish(_exit_error(exc))
+
+    def __del__(self) -> None:
+        try:
+            if not self._self_done:
+                self._self_finish(None)
+        except Exception:  # interpreter shutdown: nothing useful left to do
+            pass
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """An asynchronous stream that reports its chunks and its end to an observer (see the module docstring)."""
+
+    def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
+        super().__init__(wrapped)
+        self._self_observer = observer
+        self._self_done = False
+
+    def _self_finish(self, error: BaseException | None) -> None:
+        if self._self_done:
+            return
+        self._self_done = True
+        _report_end(self._self_observer, error)
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            chunk = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_finish(None)
+            raise
+        except BaseException as exc:
+            self._self_finish(exc)
+            raise
+        if not self._self_done:
+            _report_chunk(self._self_observer, chunk)
+        return chunk
+
+    async def close(self) -> Any:
+        try:
+            return await self.__wrapped__.close()
+        finally:
+            self._self_finish(None)
+
+    async def aclose(self) -> Any:
+        closer = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
+        try:
+            return await closer()
+        finally:
+            self._self_finish(None)
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            self._self_finish(_exit_error(exc))
+
+    def __del__(self) -> None:
+        try:
+            if not self._self_done:
+                self._self_finish(None)
+        except Exception:
+            pass

@@ -1,0 +1,537 @@
+"""Auto-instrumentation of the official ``openai`` Python SDK.
+
+Every call of these methods becomes one LLM span (``{operation} {model}``, CLIENT) from the span factory:
+
+- ``chat.completions.create`` / ``.parse`` (sync, async, ``stream=True``; so also the
+  ``chat.completions.stream(...)`` helper, which calls ``create``);
+- ``responses.create`` / ``.parse`` (sync, async, streaming; so also ``responses.stream(...)``);
+- ``embeddings.create`` (operation ``embeddings``);
+- their ``with_raw_response`` / ``with_streaming_response`` variants, which call the same methods.
+
+Recorded: request params (temperature, top_p, max tokens, seed, penalties, stop, n, stream, service tier,
+output type), ``gen_ai.response.{model,id,finish_reasons}``, token usage with cached and reasoning tokens,
+``server.address/port`` from the client's ``base_url``, provider ``openai`` (``azure.ai.openai`` for Azure
+clients/hosts), the tool calls the model asked for (``agent_otel.llm.tool_call.ids/names``; arguments only
+inside ``gen_ai.output.messages`` with content capture on), SDK retries (``http.request.resend_count`` and
+one ``agent_otel.llm.retry`` event each), time to first chunk for streams, and the ``gen_ai.client.*``
+metrics. Inside an active LLM span of a higher layer (LangChain's ChatOpenAI), no second span is made: the
+data goes onto that span (see :func:`agent_otel.spans.start_llm`).
+
+Supported: ``openai >= 1.40`` (the Responses API from the version that has it); tested with 3.54.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from agent_otel import attributes as attrs
+from agent_otel import content, spans
+from agent_otel.attributes import Operation
+from agent_otel.instrumentation import _patching
+from agent_otel.instrumentation._call import LLMCall, retry_wrapper
+from agent_otel.instrumentation._genai_metrics import GenAIMetrics
+from agent_otel.instrumentation._messages import (
+    get_field,
+    openai_chat_input,
+    openai_chat_output,
+    openai_responses_input,
+    openai_responses_output,
+    parse_arguments,
+    tool_definitions,
+)
+from agent_otel.instrumentation._safe import guard
+
+_logger = logging.getLogger(__name__)
+
+PACKAGE = "openai"
+MIN_VERSION = (1, 40, 0)
+TESTED_VERSIONS = "3.54"
+
+PROVIDER_OPENAI = "openai"
+PROVIDER_AZURE = "azure.ai.openai"
+_AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+
+_CHAT_MODULE = "openai.resources.chat.completions.completions"
+_RESPONSES_MODULE = "openai.resources.responses.responses"
+_EMBEDDINGS_MODULE = "openai.resources.embeddings"
+_BASE_CLIENT_MODULE = "openai._base_client"
+
+# (request kwarg, span attribute): numbers/strings copied as they are; "stop" becomes a list.
+_CHAT_PARAMS: tuple[tuple[str, str], ...] = (
+    ("temperature", attrs.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", attrs.GEN_AI_REQUEST_TOP_P),
+    ("max_completion_tokens", attrs.GEN_AI_REQUEST_MAX_TOKENS),
+    ("max_tokens", attrs.GEN_AI_REQUEST_MAX_TOKENS),
+    ("frequency_penalty", attrs.GEN_AI_REQUEST_FREQUENCY_PENALTY),
+    ("presence_penalty", attrs.GEN_AI_REQUEST_PRESENCE_PENALTY),
+    ("seed", attrs.GEN_AI_REQUEST_SEED),
+    ("stop", attrs.GEN_AI_REQUEST_STOP_SEQUENCES),
+    ("n", attrs.GEN_AI_REQUEST_CHOICE_COUNT),
+    ("service_tier", attrs.OPENAI_REQUEST_SERVICE_TIER),
+)
+_RESPONSES_PARAMS: tuple[tuple[str, str], ...] = (
+    ("temperature", attrs.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", attrs.GEN_AI_REQUEST_TOP_P),
+    ("max_output_tokens", attrs.GEN_AI_REQUEST_MAX_TOKENS),
+    ("service_tier", attrs.OPENAI_REQUEST_SERVICE_TIER),
+)
+_EMBEDDINGS_PARAMS: tuple[tuple[str, str], ...] = (
+    ("dimensions", attrs.GEN_AI_EMBEDDINGS_DIMENSION_COUNT),
+)
+
+
+class _State:
+    """What ``instrument()`` set up; ``uninstrument()`` undoes it."""
+
+    metrics: GenAIMetrics | None = None
+    patched: list[tuple[Any, str]] = []  # noqa: RUF012 - replaced as a whole, never shared
+
+
+# ------------------------------------------------------------------------------------------------
+# Request side
+
+
+def _request_attributes(kwargs: dict[str, Any], params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Span attributes from the request kwargs (``omit``/``NOT_GIVEN`` and other non-scalars skipped)."""
+    out: dict[str, Any] = {}
+    for key, attr in params:
+        value = kwargs.get(key)
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is int or kind is float:
+            if attr not in out:
+                out[attr] = value
+        elif kind is str:
+            out[attr] = [value] if attr == attrs.GEN_AI_REQUEST_STOP_SEQUENCES else value
+        elif (kind is list or kind is tuple) and attr == attrs.GEN_AI_REQUEST_STOP_SEQUENCES:
+            out[attr] = [str(v) for v in value]
+    if out.get(attrs.GEN_AI_REQUEST_CHOICE_COUNT) == 1:
+        del out[attrs.GEN_AI_REQUEST_CHOICE_COUNT]
+    return out
+
+
+def _output_type(response_format: Any) -> str | None:
+    """``gen_ai.output.type`` from a chat ``response_format`` (a dict, or a pydantic class for ``parse``)."""
+    if response_format is None:
+        return None
+    if isinstance(response_format, type):
+        return "json"
+    kind = get_field(response_format, "type")
+    if kind in ("json_object", "json_schema"):
+        return "json"
+    if kind == "text":
+        return "text"
+    return None
+
+
+_SERVER_CACHE: dict[int, tuple[Any, str | None, int | None, str]] = {}
+
+
+def _server_of(client: Any) -> tuple[str | None, int | None, str]:
+    """(server.address, server.port, provider) for an SDK client, cached per ``base_url`` object."""
+    url = getattr(client, "_base_url", None)
+    if url is None:
+        url = client.base_url
+    entry = _SERVER_CACHE.get(id(url))
+    if entry is not None and entry[0] is url:
+        return entry[1], entry[2], entry[3]
+    host = url.host or None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    azure = "Azure" in type(client).__name__ or (host is not None and host.endswith(_AZURE_HOST_SUFFIXES))
+    provider = PROVIDER_AZURE if azure else PROVIDER_OPENAI
+    if len(_SERVER_CACHE) > 256:
+        _SERVER_CACHE.clear()
+    _SERVER_CACHE[id(url)] = (url, host, port, provider)
+    return host, port, provider
+
+
+def _start(instance: Any, kwargs: dict[str, Any], operation: str, params: Sequence[tuple[str, str]],
+           call_cls: type[_OpenAICall]) -> _OpenAICall:
+    host, port, provider = _server_of(instance._client)
+    model = kwargs.get("model")
+    if not isinstance(model, str):
+        model = None
+    stream = kwargs.get("stream") is True
+    attributes = _request_attributes(kwargs, params)
+    handle = spans.start_llm(
+        model=model, provider=provider, operation=operation, server_address=host, server_port=port,
+        stream=stream, attributes=attributes,
+    )
+    capture = handle.recording and content.capture_enabled()
+    call = call_cls(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
+                    server_address=host, server_port=port, capture=capture)
+    if handle.recording:
+        call.record_request(kwargs)
+    return call
+
+
+@guard
+def _start_chat(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
+    return _start(instance, kwargs, Operation.CHAT.value, _CHAT_PARAMS, _ChatCall)
+
+
+@guard
+def _start_responses(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
+    return _start(instance, kwargs, Operation.CHAT.value, _RESPONSES_PARAMS, _ResponsesCall)
+
+
+@guard
+def _start_embeddings(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
+    return _start(instance, kwargs, Operation.EMBEDDINGS.value, _EMBEDDINGS_PARAMS, _EmbeddingsCall)
+
+
+# ------------------------------------------------------------------------------------------------
+# Response side
+
+
+class _OpenAICall(LLMCall):
+    __slots__ = ()
+
+    def record_request(self, kwargs: dict[str, Any]) -> None:
+        """Request attributes that need more than a copy (output type, content). Guarded by the caller."""
+
+
+def _set_usage_chat(call: LLMCall, usage: Any) -> None:
+    if usage is None:
+        return
+    prompt = get_field(usage, "prompt_tokens")
+    completion = get_field(usage, "completion_tokens")
+    call.input_tokens, call.output_tokens = prompt, completion
+    cached = get_field(get_field(usage, "prompt_tokens_details"), "cached_tokens")
+    reasoning = get_field(get_field(usage, "completion_tokens_details"), "reasoning_tokens")
+    call.handle.set_usage(input_tokens=prompt, output_tokens=completion, cache_read_input_tokens=cached,
+                          reasoning_output_tokens=reasoning)
+
+
+def _set_tool_calls(call: LLMCall, ids: list[str], names: list[str]) -> None:
+    if names:
+        call.handle.set_attribute(attrs.LLM_TOOL_CALL_NAMES, names)
+        call.handle.set_attribute(attrs.LLM_TOOL_CALL_IDS, ids)
+
+
+class _ChatCall(_OpenAICall):
+    """chat.completions: whole responses and ``ChatCompletionChunk`` streams."""
+
+    __slots__ = ("acc_args", "acc_text", "finish_by_index", "response_id", "tool_ids", "tool_names", "usage")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.response_id: str | None = None
+        self.finish_by_index: dict[int, str] | None = None
+        self.tool_ids: list[str] | None = None
+        self.tool_names: list[str] | None = None
+        self.usage: Any = None
+        self.acc_text: dict[int, list[str]] | None = None
+        self.acc_args: dict[tuple[int, int], list[Any]] | None = None
+
+    def record_request(self, kwargs: dict[str, Any]) -> None:
+        handle = self.handle
+        output_type = _output_type(kwargs.get("response_format"))
+        if output_type:
+            handle.set_attribute(attrs.GEN_AI_OUTPUT_TYPE, output_type)
+        if self.capture:
+            handle.set_attribute(attrs.GEN_AI_INPUT_MESSAGES, content.to_json(
+                openai_chat_input(kwargs.get("messages")), kind="input_messages"))
+            tools = kwargs.get("tools")
+            if isinstance(tools, (list, tuple)) and tools:
+                handle.set_attribute(attrs.GEN_AI_TOOL_DEFINITIONS, content.to_json(
+                    tool_definitions(tools), kind="tool_definitions"))
+
+    def extract_response(self, response: Any) -> None:
+        handle = self.handle
+        choices = get_field(response, "choices") or ()
+        self.response_model = get_field(response, "model")
+        finish = [r for r in (get_field(c, "finish_reason") for c in choices) if r]
+        handle.set_response(model=self.response_model, response_id=get_field(response, "id"),
+                            finish_reasons=finish)
+        _set_usage_chat(self, get_field(response, "usage"))
+        ids: list[str] = []
+        names: list[str] = []
+        for choice in choices:
+            for call in get_field(get_field(choice, "message"), "tool_calls") or ():
+                ids.append(str(get_field(call, "id")))
+                names.append(str(get_field(get_field(call, "function"), "name")))
+        _set_tool_calls(self, ids, names)
+        handle.set_attribute(attrs.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, get_field(response, "system_fingerprint"))
+        handle.set_attribute(attrs.OPENAI_RESPONSE_SERVICE_TIER, get_field(response, "service_tier"))
+        if self.capture:
+            handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES,
+                                 content.to_json(openai_chat_output(choices), kind="output_messages"))
+
+    def observe_chunk(self, chunk: Any) -> None:
+        if self.response_id is None:
+            self.response_id = chunk.id
+            self.response_model = chunk.model
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        for choice in chunk.choices:
+            reason = choice.finish_reason
+            if reason:
+                if self.finish_by_index is None:
+                    self.finish_by_index = {}
+                self.finish_by_index[choice.index] = reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            calls = delta.tool_calls
+            if calls:
+                self._observe_tool_calls(choice.index, calls)
+            if self.capture and delta.content:
+                if self.acc_text is None:
+                    self.acc_text = {}
+                self.acc_text.setdefault(choice.index, []).append(delta.content)
+
+    def _observe_tool_calls(self, choice_index: int, calls: Any) -> None:
+        for call in calls:
+            fn = call.function
+            if call.id:
+                if self.tool_ids is None:
+                    self.tool_ids, self.tool_names = [], []
+                self.tool_ids.append(call.id)
+                self.tool_names.append((fn.name if fn is not None else None) or "")  # type: ignore[union-attr]
+            if self.capture:
+                if self.acc_args is None:
+                    self.acc_args = {}
+                entry = self.acc_args.setdefault((choice_index, call.index), [call.id, None, []])
+                if call.id:
+                    entry[0] = call.id
+                if fn is not None:
+                    if fn.name:
+                        entry[1] = fn.name
+                    if fn.arguments:
+                        entry[2].append(fn.arguments)
+
+    def complete_stream(self) -> None:
+        handle = self.handle
+        finish = [r for _, r in sorted(self.finish_by_index.items())] if self.finish_by_index else None
+        handle.set_response(model=self.response_model, response_id=self.response_id, finish_reasons=finish)
+        _set_usage_chat(self, self.usage)
+        if self.tool_ids:
+            _set_tool_calls(self, self.tool_ids, self.tool_names or [])
+        if self.capture:
+            handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES,
+                                 content.to_json(self._stream_output(), kind="output_messages"))
+
+    def _stream_output(self) -> list[dict[str, Any]]:
+        indexes = set(self.acc_text or ()) | {i for i, _ in self.acc_args or ()} | set(self.finish_by_index or ())
+        messages = []
+        for index in sorted(indexes) or [0]:
+            parts: list[dict[str, Any]] = []
+            text = "".join((self.acc_text or {}).get(index, ()))
+            if text:
+                parts.append({"type": "text", "content": text})
+            for (choice_index, _), (call_id, name, pieces) in sorted((self.acc_args or {}).items()):
+                if choice_index == index:
+                    parts.append({"type": "tool_call", "id": call_id, "name": name,
+                                  "arguments": parse_arguments("".join(pieces))})
+            messages.append({"role": "assistant", "parts": parts,
+                             "finish_reason": (self.finish_by_index or {}).get(index)})
+        return messages
+
+
+_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSES_PREAMBLE = frozenset({"response.created", "response.in_progress", "response.queued"})
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+class _ResponsesCall(_OpenAICall):
+    """responses: whole ``Response`` objects and typed event streams (the final event has the response)."""
+
+    __slots__ = ("final", "started")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.final: Any = None
+        self.started: Any = None
+
+    def record_request(self, kwargs: dict[str, Any]) -> None:
+        handle = self.handle
+        text = kwargs.get("text")
+        kind = get_field(get_field(text, "format"), "type") if text is not None else None
+        if kind in ("json_schema", "json_object"):
+            handle.set_attribute(attrs.GEN_AI_OUTPUT_TYPE, "json")
+        elif kwargs.get("text_format") is not None and isinstance(kwargs.get("text_format"), type):
+            handle.set_attribute(attrs.GEN_AI_OUTPUT_TYPE, "json")
+        if self.capture:
+            instructions = kwargs.get("instructions")
+            if isinstance(instructions, str):
+                handle.set_attribute(attrs.GEN_AI_SYSTEM_INSTRUCTIONS, content.to_json(
+                    [{"type": "text", "content": instructions}], kind="system_instructions"))
+            handle.set_attribute(attrs.GEN_AI_INPUT_MESSAGES, content.to_json(
+                openai_responses_input(kwargs.get("input")), kind="input_messages"))
+            tools = kwargs.get("tools")
+            if isinstance(tools, (list, tuple)) and tools:
+                handle.set_attribute(attrs.GEN_AI_TOOL_DEFINITIONS, content.to_json(
+                    tool_definitions(tools), kind="tool_definitions"))
+
+    def extract_response(self, response: Any) -> None:
+        handle = self.handle
+        output = get_field(response, "output") or ()
+        ids: list[str] = []
+        names: list[str] = []
+        for item in output:
+            if get_field(item, "type") == "function_call":
+                ids.append(str(get_field(item, "call_id")))
+                names.append(str(get_field(item, "name")))
+        status = get_field(response, "status")
+        if status == "completed":
+            finish: str | None = "tool_calls" if names else "stop"
+        elif status == "incomplete":
+            reason = get_field(get_field(response, "incomplete_details"), "reason")
+            finish = _INCOMPLETE_REASONS.get(reason, str(reason or "incomplete"))
+        elif status:
+            finish = "error" if status == "failed" else str(status)
+        else:
+            finish = None
+        self.response_model = get_field(response, "model")
+        handle.set_response(model=self.response_model, response_id=get_field(response, "id"),
+                            finish_reasons=[finish] if finish else None)
+        usage = get_field(response, "usage")
+        if usage is not None:
+            self.input_tokens = get_field(usage, "input_tokens")
+            self.output_tokens = get_field(usage, "output_tokens")
+            handle.set_usage(
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                cache_read_input_tokens=get_field(get_field(usage, "input_tokens_details"), "cached_tokens"),
+                reasoning_output_tokens=get_field(get_field(usage, "output_tokens_details"), "reasoning_tokens"),
+            )
+        _set_tool_calls(self, ids, names)
+        handle.set_attribute(attrs.OPENAI_RESPONSE_SERVICE_TIER, get_field(response, "service_tier"))
+        if self.capture:
+            handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
+                openai_responses_output(output, finish), kind="output_messages"))
+
+    def on_chunk(self, chunk: Any) -> None:
+        kind = getattr(chunk, "type", None)
+        if kind in _RESPONSES_PREAMBLE:
+            if self.started is None:
+                self.started = getattr(chunk, "response", None)
+            return
+        if self.first_chunk_ns is None:
+            super().on_chunk(chunk)
+        if kind in _RESPONSES_FINAL:
+            self.final = getattr(chunk, "response", None)
+
+    def complete_stream(self) -> None:
+        if self.final is not None:
+            self.extract_response(self.final)
+        elif self.started is not None:
+            self.response_model = get_field(self.started, "model")
+            self.handle.set_response(model=self.response_model, response_id=get_field(self.started, "id"))
+
+
+class _EmbeddingsCall(_OpenAICall):
+    """embeddings.create: model, input tokens, dimension count."""
+
+    __slots__ = ()
+
+    def record_request(self, kwargs: dict[str, Any]) -> None:
+        encoding = kwargs.get("encoding_format")
+        if isinstance(encoding, str):
+            self.handle.set_attribute(attrs.GEN_AI_REQUEST_ENCODING_FORMATS, [encoding])
+
+    def extract_response(self, response: Any) -> None:
+        handle = self.handle
+        self.response_model = get_field(response, "model")
+        handle.set_response(model=self.response_model)
+        usage = get_field(response, "usage")
+        if usage is not None:
+            self.input_tokens = get_field(usage, "prompt_tokens")
+            handle.set_usage(input_tokens=self.input_tokens)
+        data = get_field(response, "data")
+        if data:
+            vector = get_field(data[0], "embedding")
+            if isinstance(vector, list):
+                handle.set_attribute(attrs.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, len(vector))
+
+
+# ------------------------------------------------------------------------------------------------
+# Wrappers
+
+
+def _sync_wrapper(start: Callable[[Any, dict[str, Any]], LLMCall | None]) -> Callable[..., Any]:
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        call = start(instance, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        # Equivalent to ``with call.handle.activate():`` (the handle's context marks the LLM call active),
+        # without the generator-based context manager on the hot path.
+        token = context_api.attach(call.handle.context)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            context_api.detach(token)
+        return call.finish(result)
+
+    return wrapper
+
+
+def _async_wrapper(start: Callable[[Any, dict[str, Any]], LLMCall | None]) -> Callable[..., Any]:
+    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        call = start(instance, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = context_api.attach(call.handle.context)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            context_api.detach(token)
+        return call.finish(result)
+
+    return wrapper
+
+
+def _targets() -> list[tuple[str, str, Callable[..., Any]]]:
+    chat_sync, chat_async = _sync_wrapper(_start_chat), _async_wrapper(_start_chat)
+    resp_sync, resp_async = _sync_wrapper(_start_responses), _async_wrapper(_start_responses)
+    return [
+        (_CHAT_MODULE, "Completions.create", chat_sync),
+        (_CHAT_MODULE, "Completions.parse", chat_sync),
+        (_CHAT_MODULE, "AsyncCompletions.create", chat_async),
+        (_CHAT_MODULE, "AsyncCompletions.parse", chat_async),
+        (_RESPONSES_MODULE, "Responses.create", resp_sync),
+        (_RESPONSES_MODULE, "Responses.parse", resp_sync),
+        (_RESPONSES_MODULE, "AsyncResponses.create", resp_async),
+        (_RESPONSES_MODULE, "AsyncResponses.parse", resp_async),
+        (_EMBEDDINGS_MODULE, "Embeddings.create", _sync_wrapper(_start_embeddings)),
+        (_EMBEDDINGS_MODULE, "AsyncEmbeddings.create", _async_wrapper(_start_embeddings)),
+        (_BASE_CLIENT_MODULE, "SyncAPIClient._sleep_for_retry", retry_wrapper),
+        (_BASE_CLIENT_MODULE, "AsyncAPIClient._sleep_for_retry", retry_wrapper),
+    ]
+
+
+def instrument(*, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None) -> bool:
+    """Patch the openai SDK. Returns False (debug log) when it is missing or older than ``MIN_VERSION``.
+
+    Idempotent. ``tracer_provider`` is applied by the caller through ``spans.set_tracer_provider`` (the span
+    factory picks the tracer); ``meter_provider`` (default: the global one) gets the ``gen_ai.client.*``
+    histograms.
+    """
+    if _State.patched:
+        return True
+    if not _patching.supported(PACKAGE, MIN_VERSION):
+        return False
+    _State.metrics = GenAIMetrics(meter_provider)
+    _State.patched = _patching.patch_all(_targets())
+    return bool(_State.patched)
+
+
+def uninstrument() -> None:
+    """Restore every patched method (idempotent)."""
+    _patching.unpatch_all(_State.patched)
+    _State.patched = []
