@@ -21,6 +21,7 @@ _CONTENT_MODES = {"NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 FSYNC_MODES = ("never", "interval", "always")
+ANTHROPIC_SDK_SPANS_MODES = ("auto", "replace", "keep")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Settings:
     # --- langchain ---
     # Spans for LangChain glue runnables (prompt templates, parsers, sequences); off by default.
     langchain_chain_spans: bool = False
+    # --- openai / anthropic ---
+    # The anthropic SDK's own call spans, for the calls agent-otel traces: auto | replace | keep.
+    anthropic_sdk_spans: str = "auto"
 
     @property
     def capture_content(self) -> bool:
@@ -134,6 +138,17 @@ def _fsync(env: Mapping[str, str]) -> str:
     return "interval"
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in choices:
+        return value
+    _warn(name, raw, default, " / ".join(choices))
+    return default
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default ``os.environ``). Never raises."""
     env = os.environ if environ is None else environ
@@ -151,6 +166,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jsonl_fsync_interval_ms=_int(env, "AGENT_OTEL_JSONL_FSYNC_INTERVAL_MS", 1000, minimum=1),
         handle_signals=_bool(env, "AGENT_OTEL_HANDLE_SIGNALS", True),
         langchain_chain_spans=_bool(env, "AGENT_OTEL_LANGCHAIN_CHAIN_SPANS", False),
+        anthropic_sdk_spans=_choice(env, "AGENT_OTEL_ANTHROPIC_SDK_SPANS", ANTHROPIC_SDK_SPANS_MODES, "auto"),
     )
 
 
