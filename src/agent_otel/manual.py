@@ -10,46 +10,70 @@ Each of :func:`agent`, :func:`workflow`, :func:`node`, :func:`llm` and :func:`to
     async def plan(question): ...
 
     @agent_otel.tool                                       # bare decorator: named after the function
+    def search(query): ...                                 # (so is ``@agent_otel.tool()`` without a name)
 
 An exception leaving the block or function ends the span with status ERROR (``error.type`` = the
 exception class; interruptions also set ``agent_otel.interrupted``) and is re-raised unchanged.
-A generator closed early ends its span normally.
+A generator closed early ends its span normally. One scope object may be entered by several
+threads or tasks at once.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable, Generator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from opentelemetry import context as context_api
 
-from agent_otel import spans
+from agent_otel import content, spans
 from agent_otel.spans import SpanHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The scopes entered with ``with`` in this thread/task and not yet exited: (scope, handle, token).
+# Kept in a ContextVar, not on the scope, so one scope object can be entered concurrently from
+# several threads or asyncio tasks (a module-level ``search = agent_otel.tool("search")``).
+_OPEN: ContextVar[tuple[tuple[SpanScope, SpanHandle, object], ...]] = ContextVar(
+    "agent_otel_open_scopes", default=()
+)
 
 
 class SpanScope:
     """A taxonomy span to open around a block or a function (see the module docstring)."""
 
-    def __init__(self, start: Callable[[], SpanHandle], *, record_io: bool = False) -> None:
+    def __init__(
+        self,
+        start: Callable[[], SpanHandle],
+        *,
+        record_io: bool = False,
+        for_function: Callable[[str], Callable[[], SpanHandle]] | None = None,
+    ) -> None:
         self._start_span = start
         self._record_io = record_io  # tool decorator: record arguments and result (content capture only)
-        self._stack: list[tuple[SpanHandle, object]] = []
+        # For a scope made without a name: how to start the span named after the decorated function.
+        self._for_function = for_function
 
     # -- context manager -----------------------------------------------------------------------
 
     def __enter__(self) -> SpanHandle:
         handle = self._start_span()
         token = context_api.attach(handle.context)
-        self._stack.append((handle, token))
+        _OPEN.set((*_OPEN.get(), (self, handle, token)))
         return handle
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        handle, token = self._stack.pop()
-        context_api.detach(token)
+        opened = _OPEN.get()
+        for i in range(len(opened) - 1, -1, -1):
+            if opened[i][0] is self:
+                _, handle, token = opened[i]
+                _OPEN.set(opened[:i] + opened[i + 1 :])
+                break
+        else:  # exited in a context that never entered it: nothing of ours to close here
+            return
+        context_api.detach(token)  # type: ignore[arg-type]
         if exc is not None and not isinstance(exc, GeneratorExit):
             handle.fail(exc)
         handle.end()
@@ -64,10 +88,12 @@ class SpanScope:
 
     def __call__(self, fn: F) -> F:
         start, record_io = self._start_span, self._record_io
+        if self._for_function is not None:
+            start = self._for_function(getattr(fn, "__name__", None) or "")
 
         def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> SpanHandle:
             handle = start()
-            if record_io and handle.recording:
+            if record_io and handle.recording and content.capture_enabled():
                 handle.set_tool_arguments(_call_arguments(fn, args, kwargs))
             return handle
 
@@ -80,9 +106,42 @@ class SpanScope:
 
             @functools.wraps(fn)
             async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                # The async twin of _drive_gen, inlined: an async generator cannot delegate with
+                # ``yield from``, and a nested one would only be closed later by the event loop.
                 handle = begin(args, kwargs)
-                async for item in _drive_async_gen(handle, fn(*args, **kwargs)):
-                    yield item
+                agen = fn(*args, **kwargs)
+                send: Any = None
+                throw: BaseException | None = None
+                try:
+                    while True:
+                        token = context_api.attach(handle.context)
+                        try:
+                            item = await (agen.athrow(throw) if throw is not None else agen.asend(send))
+                        except StopAsyncIteration:
+                            return
+                        except BaseException as exc:
+                            if not isinstance(exc, GeneratorExit):
+                                handle.fail(exc)
+                            raise
+                        finally:
+                            context_api.detach(token)
+                        throw = None
+                        try:
+                            send = yield item
+                        except GeneratorExit:  # closed early (aclose, break + aclosing, GC)
+                            token = context_api.attach(handle.context)
+                            try:
+                                await agen.aclose()
+                            except BaseException as exc:
+                                handle.fail(exc)
+                                raise
+                            finally:
+                                context_api.detach(token)
+                            raise
+                        except BaseException as exc:  # thrown in by the caller: pass it on
+                            throw = exc
+                finally:
+                    handle.end()
 
             return agen_wrapper  # type: ignore[return-value]
 
@@ -133,71 +192,67 @@ class SpanScope:
 
 
 def _call_arguments(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The call's arguments by parameter name (a method's ``self``/``cls`` left out)."""
     try:
         bound = inspect.signature(fn).bind_partial(*args, **kwargs)
-        return dict(bound.arguments)
+        arguments = dict(bound.arguments)
+        first = next(iter(arguments), None)
+        if first in ("self", "cls"):
+            del arguments[first]
+        return arguments
     except (TypeError, ValueError):
         return {"args": list(args), "kwargs": kwargs}
 
 
 def _drive_gen(handle: SpanHandle, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-    """Run ``gen`` step by step with the span current only while the generator itself runs."""
+    """Run ``gen`` step by step with the span current only while the generator itself runs.
+
+    Values sent and exceptions thrown in are passed on; the span ends exactly once, however the
+    generator finishes: exhausted, raising, or closed early (``break``, ``close()``, GC).
+    """
     send: Any = None
     throw: BaseException | None = None
-    while True:
-        token = context_api.attach(handle.context)
-        try:
-            item = gen.throw(throw) if throw is not None else gen.send(send)
-        except StopIteration as stop:
-            handle.end()
-            return stop.value
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                handle.fail(exc)
-            handle.end()
-            raise
-        finally:
-            context_api.detach(token)
-        throw = None
-        try:
-            send = yield item
-        except GeneratorExit:
-            gen.close()
-            handle.end()
-            raise
-        except BaseException as exc:  # thrown in by the caller: pass it on to the generator
-            throw = exc
-
-
-async def _drive_async_gen(handle: SpanHandle, agen: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
-    """Async counterpart of :func:`_drive_gen` (values sent in are not supported, as with ``async for``)."""
     try:
         while True:
             token = context_api.attach(handle.context)
             try:
-                item = await agen.__anext__()
-            except StopAsyncIteration:
-                handle.end()
-                return
+                item = gen.throw(throw) if throw is not None else gen.send(send)
+            except StopIteration as stop:
+                return stop.value
             except BaseException as exc:
                 if not isinstance(exc, GeneratorExit):
                     handle.fail(exc)
-                handle.end()
                 raise
             finally:
                 context_api.detach(token)
-            yield item
+            throw = None
+            try:
+                send = yield item
+            except GeneratorExit:  # closed early: let the generator clean up under its span
+                token = context_api.attach(handle.context)
+                try:
+                    gen.close()
+                except BaseException as exc:
+                    handle.fail(exc)
+                    raise
+                finally:
+                    context_api.detach(token)
+                raise
+            except BaseException as exc:  # thrown in by the caller: pass it on to the generator
+                throw = exc
     finally:
-        if not handle.ended:  # closed early by the consumer
-            await agen.aclose()
-            handle.end()
+        handle.end()
 
 
-def _scope_or_decorate(factory: Callable[[str | None], SpanScope], target: Any) -> Any:
-    """Support both ``@helper`` (bare, named after the function) and ``helper("name")``."""
+def _scope_or_decorate(
+    factory: Callable[[str | None], Callable[[], SpanHandle]], target: Any, **kw: Any
+) -> Any:
+    """Support ``@helper`` (bare), ``helper("name")`` and ``@helper()`` (named after the function)."""
     if callable(target) and not isinstance(target, str):
-        return factory(getattr(target, "__name__", None))(target)
-    return factory(target)
+        return SpanScope(factory(None), for_function=factory, **kw)(target)
+    if target is None:
+        return SpanScope(factory(None), for_function=factory, **kw)
+    return SpanScope(factory(target), **kw)
 
 
 def agent(
@@ -208,49 +263,53 @@ def agent(
 ) -> Any:
     """An agent run (one user turn): ``invoke_agent {name}``."""
     return _scope_or_decorate(
-        lambda n: SpanScope(lambda: spans.start_agent(n, agent_id=agent_id, conversation_id=conversation_id)),
+        lambda n: lambda: spans.start_agent(n, agent_id=agent_id, conversation_id=conversation_id),
         name,
     )
 
 
 def workflow(name: Any = None) -> Any:
     """A workflow / strategy run: ``invoke_workflow {name}``."""
-    return _scope_or_decorate(lambda n: SpanScope(lambda: spans.start_workflow(n or "workflow")), name)
+    return _scope_or_decorate(lambda n: lambda: spans.start_workflow(n or "workflow"), name)
 
 
 def node(name: Any = None, *, step: int | None = None) -> Any:
     """A graph node: ``node {name}``."""
-    return _scope_or_decorate(lambda n: SpanScope(lambda: spans.start_node(n or "node", step=step)), name)
+    return _scope_or_decorate(lambda n: lambda: spans.start_node(n or "node", step=step), name)
 
 
 def tool(name: Any = None, *, call_id: str | None = None, description: str | None = None) -> Any:
     """A tool call: ``execute_tool {name}``. As a decorator it also records arguments and result
     when content capture is on."""
     return _scope_or_decorate(
-        lambda n: SpanScope(
-            lambda: spans.start_tool(n or "tool", call_id=call_id, description=description),
-            record_io=True,
-        ),
+        lambda n: lambda: spans.start_tool(n or "tool", call_id=call_id, description=description),
         name,
+        record_io=True,
     )
 
 
 def llm(
-    model: str | None = None,
+    model: Any = None,
     *,
     provider: str = "unknown",
     operation: str = "chat",
     server_address: str | None = None,
     server_port: int | None = None,
-) -> SpanScope:
+) -> Any:
     """A model call: ``{operation} {model}``. Record the outcome on the handle with
-    ``set_usage(...)`` and ``set_response(...)``."""
-    return SpanScope(
-        lambda: spans.start_llm(
-            model=model,
+    ``set_usage(...)`` and ``set_response(...)``. ``@llm`` bare decorates a function as a model
+    call of unknown model (the span is not named after the function: that is no model name)."""
+
+    def start() -> SpanHandle:
+        return spans.start_llm(
+            model=None if callable(model) else model,
             provider=provider,
             operation=operation,
             server_address=server_address,
             server_port=server_port,
         )
-    )
+
+    scope = SpanScope(start)
+    if callable(model) and not isinstance(model, str):
+        return scope(model)
+    return scope
