@@ -615,6 +615,8 @@ class GrpcSender:
             code = exc.code() if hasattr(exc, "code") else None
             name = code.name if code is not None else "UNKNOWN"
             details = exc.details() if hasattr(exc, "details") else str(exc)
+            if details and "HTTP/2" in details:
+                details += " (an OTLP/HTTP endpoint? try --protocol http/protobuf)"
             raise ExportError(f"gRPC {name}: {details}", retryable=name in self._RETRYABLE) from None
         result = SendResult()
         if resp.HasField("partial_success"):
