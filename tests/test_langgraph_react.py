@@ -12,11 +12,11 @@ import warnings
 from typing import Any
 
 import pytest
-from _lc_fakes import REACT_TURN, ScriptedChatModel, descendants, get_weather, lc, named, one, span_tree
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from opentelemetry.trace import SpanKind, StatusCode
 
+from _lc_fakes import REACT_TURN, ScriptedChatModel, descendants, get_weather, lc, named, one, span_tree
 from agent_otel import attributes as attrs
 from agent_otel import session
 
@@ -99,7 +99,10 @@ def test_turns_are_traces_grouped_by_thread_id(lc: Any) -> None:
 def test_session_gives_the_conversation_when_no_thread_id(lc: Any) -> None:
     with session("sess-9"):
         _agent().invoke(_ask())
-    assert one(lc.get_finished_spans(), "invoke_agent LangGraph").attributes[attrs.GEN_AI_CONVERSATION_ID] == "sess-9"
+    assert (
+        one(lc.get_finished_spans(), "invoke_agent LangGraph").attributes[attrs.GEN_AI_CONVERSATION_ID]
+        == "sess-9"
+    )
 
 
 def test_turn_inside_a_callers_span_is_its_child(lc: Any, tracer_provider: Any) -> None:
@@ -206,9 +209,10 @@ async def test_two_tasks_two_conversations(lc: Any) -> None:
         city = run.attributes[attrs.GEN_AI_CONVERSATION_ID].removeprefix("task-")
         below = descendants(finished, run)
         assert span_tree([run, *below]) == REACT_TURN
-        assert next(s for s in below if s.name.startswith("execute_tool")).attributes[
-            attrs.GEN_AI_TOOL_CALL_ID
-        ] == f"call_{city.lower()}"
+        assert (
+            next(s for s in below if s.name.startswith("execute_tool")).attributes[attrs.GEN_AI_TOOL_CALL_ID]
+            == f"call_{city.lower()}"
+        )
 
 
 def test_graph_name_is_the_agent_name(lc: Any) -> None:
