@@ -54,7 +54,8 @@ def _report_end(observer: StreamObserver, error: BaseException | None) -> None:
         _logger.debug("agent-otel: stream finalisation failed", exc_info=True)
 
 
-def _exit_error(exc: BaseException | None) -> BaseException | None:
+def exit_error(exc: BaseException | None) -> BaseException | None:
+    """What leaving a ``with`` block with ``exc`` means for the stream: an interruption, or no error."""
     return exc if isinstance(exc, _INTERRUPTIONS) else None
 
 
@@ -102,7 +103,7 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         try:
             return self.__wrapped__.__exit__(exc_type, exc, tb)
         finally:
-            self._self_finish(_exit_error(exc))
+            self._self_finish(exit_error(exc))
 
     def __del__(self) -> None:
         try:
@@ -163,7 +164,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         try:
             return await self.__wrapped__.__aexit__(exc_type, exc, tb)
         finally:
-            self._self_finish(_exit_error(exc))
+            self._self_finish(exit_error(exc))
 
     def __del__(self) -> None:
         try:

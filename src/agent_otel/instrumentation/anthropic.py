@@ -1,0 +1,526 @@
+"""Auto-instrumentation of the official ``anthropic`` Python SDK.
+
+Every call of ``messages.create`` (sync, async, ``stream=True``), ``messages.parse`` and the
+``messages.stream(...)`` helper — and the same methods under ``client.beta.messages`` and the
+``with_raw_response`` / ``with_streaming_response`` variants — becomes one LLM span (``chat {model}``,
+CLIENT) from the span factory, with request params (max_tokens, temperature, top_p, top_k, stop sequences,
+stream), ``gen_ai.response.{model,id,finish_reasons}`` (the stop reason), usage (``gen_ai.usage.input_tokens``
+counts cached tokens too, as the conventions and the SDK do; cache read/creation tokens separately), the
+``tool_use`` blocks (``agent_otel.llm.tool_call.ids/names``), ``anthropic.request.id``, SDK retries, time to
+first chunk, content when capture is on, and the ``gen_ai.client.*`` metrics.
+
+The SDK's own tracing (``anthropic`` >= 2 opens a ``com.anthropic.sdk.python`` span per API call, on by
+default) and ``AGENT_OTEL_ANTHROPIC_SDK_SPANS``:
+
+- ``auto`` (default): when the client's SDK tracing is at its defaults (no ``open_telemetry=`` option, no
+  ``ANTHROPIC_OPEN_TELEMETRY*`` variable), the SDK span of each call agent-otel traces is skipped — through
+  the SDK's own "no span for this call" path — and agent-otel's span is the one LLM span (it carries what
+  the SDK's would). When the user configured SDK tracing on purpose (an ``open_telemetry=`` option that
+  changes a default — tracer provider, content mode, conversation id, ... — or one of those variables),
+  the SDK span is kept and *adopted*: it starts with ``agent_otel.span.category=llm``, the session's
+  conversation id and our request attributes, and agent-otel opens no span of its own for that call
+  (metrics are still recorded). Other SDK calls (count_tokens, batches, models, ...) are never touched.
+- ``replace``: always skip the SDK span for the calls agent-otel traces.
+- ``keep``: always keep (adopt) the SDK span when the client's SDK tracing is on.
+
+Inside an active LLM span of a higher layer (LangChain's ChatAnthropic), no agent-otel span is made
+(data goes onto that span); with ``auto``/``replace`` the SDK span is skipped as well.
+
+Supported: ``anthropic >= 0.40``; tested with 2.12.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+import wrapt
+from opentelemetry import context as context_api
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import INVALID_SPAN, TracerProvider
+
+from agent_otel import attributes as attrs
+from agent_otel import content, spans
+from agent_otel.attributes import Category, Operation
+from agent_otel.config import get_settings
+from agent_otel.context import current_session
+from agent_otel.instrumentation import _patching
+from agent_otel.instrumentation._call import LLMCall, retry_wrapper
+from agent_otel.instrumentation._genai_metrics import GenAIMetrics
+from agent_otel.instrumentation._messages import (
+    anthropic_input,
+    anthropic_output,
+    anthropic_system,
+    get_field,
+    parse_arguments,
+    tool_definitions,
+)
+from agent_otel.instrumentation._safe import guard
+from agent_otel.instrumentation._streams import AsyncStreamProxy, SyncStreamProxy, exit_error
+
+_logger = logging.getLogger(__name__)
+
+PACKAGE = "anthropic"
+MIN_VERSION = (0, 40, 0)
+TESTED_VERSIONS = "2.12"
+PROVIDER = "anthropic"
+
+_MESSAGES_MODULE = "anthropic.resources.messages.messages"
+_BETA_MESSAGES_MODULE = "anthropic.resources.beta.messages.messages"
+_BASE_CLIENT_MODULE = "anthropic._base_client"
+
+_PARAMS: tuple[tuple[str, str], ...] = (
+    ("max_tokens", attrs.GEN_AI_REQUEST_MAX_TOKENS),
+    ("temperature", attrs.GEN_AI_REQUEST_TEMPERATURE),
+    ("top_p", attrs.GEN_AI_REQUEST_TOP_P),
+    ("top_k", attrs.GEN_AI_REQUEST_TOP_K),
+)
+
+# The SDK-span plan of the call in flight (a ContextVar: the SDK's hook runs inside the call).
+_SUPPRESS: Mapping[str, Any] = {}
+_SDK_PLAN: ContextVar[Mapping[str, Any] | None] = ContextVar("agent_otel_anthropic_sdk_plan", default=None)
+
+_SDK_OFF, _SDK_DEFAULT, _SDK_EXPLICIT = 0, 1, 2
+_SDK_ENV = (
+    "ANTHROPIC_OPEN_TELEMETRY",
+    "ANTHROPIC_OPEN_TELEMETRY_TRACES_CONTENT_MODE",
+    "ANTHROPIC_OPEN_TELEMETRY_TRACES_MAX_CONTENT_BYTES",
+    "ANTHROPIC_OPEN_TELEMETRY_PROPAGATION",
+)
+
+
+class _State:
+    metrics: GenAIMetrics | None = None
+    patched: list[tuple[Any, str]] = []  # noqa: RUF012 - replaced as a whole
+    env_explicit: bool = False
+    default_max_content_bytes: int | None = None
+
+
+# ------------------------------------------------------------------------------------------------
+# The SDK's own tracing
+
+
+def _sdk_tracing(client: Any) -> int:
+    """Whether the client's SDK tracing is off, at its defaults, or configured explicitly."""
+    try:
+        if client._tracer is None:
+            return _SDK_OFF
+        options = client._open_telemetry
+    except Exception:
+        return _SDK_OFF
+    if _State.env_explicit or "tracer_provider" in options or "conversation_id" in options:
+        return _SDK_EXPLICIT
+    traces = options.get("traces") or {}
+    if options.get("propagation") is False or traces.get("content_mode", "metadata_only") != "metadata_only":
+        return _SDK_EXPLICIT
+    default_bytes = _State.default_max_content_bytes
+    if default_bytes is not None and traces.get("max_content_bytes", default_bytes) != default_bytes:
+        return _SDK_EXPLICIT
+    return _SDK_DEFAULT
+
+
+def _sdk_span_hook(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """Wraps the SDK's ``start_api_call_span``: skip (None) or enrich the span of a call we trace."""
+    plan = _SDK_PLAN.get()
+    if plan is None:
+        return wrapped(*args, **kwargs)
+    if plan is _SUPPRESS:
+        return None  # the SDK's documented "no span for this call" result
+    if len(args) >= 4 and isinstance(args[3], Mapping):
+        args = (*args[:3], {**plan, **args[3]}, *args[4:])
+    return wrapped(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Request side
+
+
+def _request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, attr in _PARAMS:
+        value = kwargs.get(key)
+        kind = type(value)
+        if kind is int or kind is float:
+            out[attr] = value
+    stop = kwargs.get("stop_sequences")
+    if isinstance(stop, (list, tuple)) and stop:
+        out[attrs.GEN_AI_REQUEST_STOP_SEQUENCES] = [str(s) for s in stop]
+    return out
+
+
+_SERVER_CACHE: dict[int, tuple[Any, str | None, int | None, str]] = {}
+
+
+def _server_of(client: Any) -> tuple[str | None, int | None, str]:
+    url = getattr(client, "_base_url", None)
+    if url is None:
+        url = client.base_url
+    entry = _SERVER_CACHE.get(id(url))
+    if entry is not None and entry[0] is url:
+        return entry[1], entry[2], entry[3]
+    host = url.host or None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    provider = getattr(client, "_gen_ai_provider_name", None)
+    if not isinstance(provider, str) or not provider:
+        provider = PROVIDER
+    if len(_SERVER_CACHE) > 256:
+        _SERVER_CACHE.clear()
+    _SERVER_CACHE[id(url)] = (url, host, port, provider)
+    return host, port, provider
+
+
+@guard
+def _plan(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> tuple[_MessagesCall, Mapping[str, Any] | None]:
+    """Start the call: (the call, the SDK-span plan to put in context or None)."""
+    client = instance._client
+    host, port, provider = _server_of(client)
+    model = kwargs.get("model")
+    if not isinstance(model, str):
+        model = None
+    attributes = _request_attributes(kwargs)
+    sdk = _sdk_tracing(client)
+    policy = getattr(get_settings(), "anthropic_sdk_spans", "auto")
+    adopt = sdk != _SDK_OFF and (policy == "keep" or (policy == "auto" and sdk == _SDK_EXPLICIT))
+    operation = Operation.CHAT.value
+    sdk_plan: Mapping[str, Any] | None = None
+    if adopt and spans.active_llm() is None:
+        # The SDK's span is the LLM span of this call: enrich it, open none of our own (metrics only).
+        sdk_plan = {**attributes, attrs.CATEGORY: Category.LLM.value}
+        session = current_session()
+        if session is not None:
+            sdk_plan[attrs.GEN_AI_CONVERSATION_ID] = session.conversation_id
+        handle = spans.SpanHandle(INVALID_SPAN, Category.LLM, context_api.get_current())
+    else:
+        handle = spans.start_llm(model=model, provider=provider, operation=operation, server_address=host,
+                                 server_port=port, stream=stream, attributes=attributes)
+        if sdk != _SDK_OFF and not adopt:
+            sdk_plan = _SUPPRESS
+    capture = handle.recording and content.capture_enabled()
+    call = _MessagesCall(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
+                         server_address=host, server_port=port, capture=capture)
+    if capture:
+        call.record_request(kwargs)
+    return call, sdk_plan
+
+
+# ------------------------------------------------------------------------------------------------
+# Response side
+
+
+class _MessagesCall(LLMCall):
+    """messages: whole ``Message`` objects and raw message event streams."""
+
+    __slots__ = ("blocks", "cache_creation", "cache_read", "raw_input", "response_id", "stop_reason",
+                 "tool_ids", "tool_names")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.response_id: str | None = None
+        self.stop_reason: str | None = None
+        self.raw_input: int | None = None
+        self.cache_read: int | None = None
+        self.cache_creation: int | None = None
+        self.tool_ids: list[str] | None = None
+        self.tool_names: list[str] | None = None
+        self.blocks: list[dict[str, Any]] | None = None
+
+    def record_request(self, kwargs: Mapping[str, Any]) -> None:
+        handle = self.handle
+        system = anthropic_system(kwargs.get("system"))
+        if system:
+            handle.set_attribute(attrs.GEN_AI_SYSTEM_INSTRUCTIONS, content.to_json(system, kind="system_instructions"))
+        handle.set_attribute(attrs.GEN_AI_INPUT_MESSAGES, content.to_json(
+            anthropic_input(kwargs.get("messages")), kind="input_messages"))
+        tools = kwargs.get("tools")
+        if isinstance(tools, (list, tuple)) and tools:
+            handle.set_attribute(attrs.GEN_AI_TOOL_DEFINITIONS, content.to_json(
+                tool_definitions(tools), kind="tool_definitions"))
+
+    def _usage(self, usage: Any, *, output: bool = True) -> None:
+        if usage is None:
+            return
+        raw_input = get_field(usage, "input_tokens")
+        if isinstance(raw_input, int):
+            self.raw_input = raw_input
+        read = get_field(usage, "cache_read_input_tokens")
+        if isinstance(read, int):
+            self.cache_read = read
+        creation = get_field(usage, "cache_creation_input_tokens")
+        if isinstance(creation, int):
+            self.cache_creation = creation
+        if output:
+            tokens = get_field(usage, "output_tokens")
+            if isinstance(tokens, int):
+                self.output_tokens = tokens
+
+    def _record(self) -> None:
+        handle = self.handle
+        if self.raw_input is not None:
+            self.input_tokens = self.raw_input + (self.cache_read or 0) + (self.cache_creation or 0)
+        handle.set_response(model=self.response_model, response_id=self.response_id,
+                            finish_reasons=[self.stop_reason] if self.stop_reason else None)
+        handle.set_usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                         cache_read_input_tokens=self.cache_read,
+                         cache_creation_input_tokens=self.cache_creation)
+        if self.tool_ids:
+            handle.set_attribute(attrs.LLM_TOOL_CALL_NAMES, self.tool_names)
+            handle.set_attribute(attrs.LLM_TOOL_CALL_IDS, self.tool_ids)
+
+    def extract_response(self, response: Any) -> None:
+        self.response_id = get_field(response, "id")
+        self.response_model = get_field(response, "model")
+        self.stop_reason = get_field(response, "stop_reason")
+        self._usage(get_field(response, "usage"))
+        blocks = get_field(response, "content") or ()
+        for block in blocks:
+            if get_field(block, "type") in ("tool_use", "server_tool_use"):
+                if self.tool_ids is None:
+                    self.tool_ids, self.tool_names = [], []
+                self.tool_ids.append(str(get_field(block, "id")))
+                self.tool_names.append(str(get_field(block, "name")))  # type: ignore[union-attr]
+        self._record()
+        request_id = getattr(response, "_request_id", None)
+        if isinstance(request_id, str):
+            self.handle.set_attribute(attrs.ANTHROPIC_REQUEST_ID, request_id)
+        if self.capture:
+            self.handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
+                anthropic_output(blocks, self.stop_reason), kind="output_messages"))
+
+    def on_chunk(self, chunk: Any) -> None:
+        kind = getattr(chunk, "type", None)
+        if kind == "message_start":
+            message = chunk.message
+            self.response_id = message.id
+            self.response_model = message.model
+            self._usage(message.usage, output=False)  # message_start's output count is a placeholder
+            return
+        if self.first_chunk_ns is None and kind in ("content_block_start", "content_block_delta"):
+            super().on_chunk(chunk)
+        if kind == "content_block_start":
+            block = chunk.content_block
+            block_type = getattr(block, "type", None)
+            if block_type in ("tool_use", "server_tool_use"):
+                if self.tool_ids is None:
+                    self.tool_ids, self.tool_names = [], []
+                self.tool_ids.append(block.id)
+                self.tool_names.append(block.name)  # type: ignore[union-attr]
+            if self.capture:
+                if self.blocks is None:
+                    self.blocks = []
+                self.blocks.append({"type": block_type, "id": getattr(block, "id", None),
+                                    "name": getattr(block, "name", None), "text": [], "json": []})
+        elif kind == "content_block_delta":
+            if self.capture and self.blocks:
+                delta = chunk.delta
+                delta_type = getattr(delta, "type", None)
+                if delta_type == "text_delta":
+                    self.blocks[-1]["text"].append(delta.text)
+                elif delta_type == "input_json_delta":
+                    self.blocks[-1]["json"].append(delta.partial_json)
+                elif delta_type == "thinking_delta":
+                    self.blocks[-1]["text"].append(delta.thinking)
+        elif kind == "message_delta":
+            self.stop_reason = getattr(chunk.delta, "stop_reason", None) or self.stop_reason
+            self._usage(getattr(chunk, "usage", None))
+
+    def complete_stream(self) -> None:
+        self._record()
+        if self.capture:
+            parts: list[dict[str, Any]] = []
+            for block in self.blocks or ():
+                if block["type"] in ("tool_use", "server_tool_use"):
+                    parts.append({"type": "tool_call", "id": block["id"], "name": block["name"],
+                                  "arguments": parse_arguments("".join(block["json"])) if block["json"] else {}})
+                elif block["type"] == "thinking":
+                    parts.append({"type": "reasoning", "content": "".join(block["text"])})
+                else:
+                    parts.append({"type": "text", "content": "".join(block["text"])})
+            self.handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
+                [{"role": "assistant", "parts": parts, "finish_reason": self.stop_reason}],
+                kind="output_messages"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Wrappers
+
+
+class _InCall:
+    """Context to hold while the SDK performs a traced call: the handle's context and the SDK-span plan."""
+
+    __slots__ = ("plan", "plan_token", "token")
+
+    def __init__(self, call: LLMCall, plan: Mapping[str, Any] | None) -> None:
+        # Equivalent to ``with handle.activate():``, without a generator-based context manager.
+        self.token = context_api.attach(call.handle.context)
+        self.plan_token = _SDK_PLAN.set(plan) if plan is not None else None
+
+    def close(self) -> None:
+        if self.plan_token is not None:
+            _SDK_PLAN.reset(self.plan_token)
+        context_api.detach(self.token)
+
+
+def _create_sync(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    planned = _plan(instance, kwargs, kwargs.get("stream") is True)
+    if planned is None:
+        return wrapped(*args, **kwargs)
+    call, plan = planned
+    scope = _InCall(call, plan)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    finally:
+        scope.close()
+    return call.finish(result)
+
+
+async def _create_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    planned = _plan(instance, kwargs, kwargs.get("stream") is True)
+    if planned is None:
+        return await wrapped(*args, **kwargs)
+    call, plan = planned
+    scope = _InCall(call, plan)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    finally:
+        scope.close()
+    return call.finish(result)
+
+
+@guard
+def _adopt_message_stream(message_stream: Any, call: LLMCall, asynchronous: bool) -> Any:
+    """Route a helper MessageStream's raw events through a stream proxy reporting to ``call``.
+
+    The helper reads its raw stream (``_raw_stream``) lazily, on first iteration, so swapping in a proxy
+    makes iteration, ``text_stream``, ``until_done()``, ``get_final_message()`` and ``close()`` all report.
+    Without that attribute (another SDK version) the helper stream itself is proxied instead.
+    """
+    proxy_cls = AsyncStreamProxy if asynchronous else SyncStreamProxy
+    raw = getattr(message_stream, "_raw_stream", None)
+    if raw is not None and (hasattr(raw, "__anext__") if asynchronous else hasattr(raw, "__next__")):
+        message_stream._raw_stream = proxy_cls(raw, call)
+        return message_stream
+    return proxy_cls(message_stream, call)
+
+
+class _StreamManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """``messages.stream(...)``'s manager: the request (and the span) starts when the ``with`` block does."""
+
+    def __init__(self, wrapped: Any, instance: Any, kwargs: dict[str, Any]) -> None:
+        super().__init__(wrapped)
+        self._self_instance = instance
+        self._self_kwargs = kwargs
+        self._self_call: LLMCall | None = None
+
+    def __enter__(self) -> Any:
+        planned = _plan(self._self_instance, self._self_kwargs, True)
+        if planned is None:
+            return self.__wrapped__.__enter__()
+        call, plan = planned
+        self._self_call = call
+        scope = _InCall(call, plan)
+        try:
+            stream = self.__wrapped__.__enter__()
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            scope.close()
+        adopted = _adopt_message_stream(stream, call, False)
+        return stream if adopted is None else adopted
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            if self._self_call is not None:
+                self._self_call.on_end(exit_error(exc))
+
+    async def __aenter__(self) -> Any:
+        planned = _plan(self._self_instance, self._self_kwargs, True)
+        if planned is None:
+            return await self.__wrapped__.__aenter__()
+        call, plan = planned
+        self._self_call = call
+        scope = _InCall(call, plan)
+        try:
+            stream = await self.__wrapped__.__aenter__()
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            scope.close()
+        adopted = _adopt_message_stream(stream, call, True)
+        return stream if adopted is None else adopted
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._self_call is not None:
+                self._self_call.on_end(exit_error(exc))
+
+
+def _stream_helper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    manager = wrapped(*args, **kwargs)
+    try:
+        return _StreamManagerProxy(manager, instance, dict(kwargs))
+    except Exception:
+        _logger.debug("agent-otel: cannot wrap the message stream manager", exc_info=True)
+        return manager
+
+
+def _targets() -> list[tuple[str, str, Callable[..., Any]]]:
+    targets: list[tuple[str, str, Callable[..., Any]]] = []
+    for module in (_MESSAGES_MODULE, _BETA_MESSAGES_MODULE):
+        targets += [
+            (module, "Messages.create", _create_sync),
+            (module, "Messages.parse", _create_sync),
+            (module, "Messages.stream", _stream_helper),
+            (module, "AsyncMessages.create", _create_async),
+            (module, "AsyncMessages.parse", _create_async),
+            (module, "AsyncMessages.stream", _stream_helper),
+        ]
+    targets += [
+        (_BASE_CLIENT_MODULE, "SyncAPIClient._sleep_for_retry", retry_wrapper),
+        (_BASE_CLIENT_MODULE, "AsyncAPIClient._sleep_for_retry", retry_wrapper),
+        (_BASE_CLIENT_MODULE, "start_api_call_span", _sdk_span_hook),
+    ]
+    return targets
+
+
+def instrument(*, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None) -> bool:
+    """Patch the anthropic SDK. Returns False (debug log) when it is missing or older than ``MIN_VERSION``.
+
+    Idempotent. ``tracer_provider`` is applied by the caller through ``spans.set_tracer_provider``;
+    ``meter_provider`` (default: the global one) gets the ``gen_ai.client.*`` histograms. The
+    ``ANTHROPIC_OPEN_TELEMETRY*`` variables are read here (the SDK reads them when a client is built).
+    """
+    if _State.patched:
+        return True
+    if not _patching.supported(PACKAGE, MIN_VERSION):
+        return False
+    _State.metrics = GenAIMetrics(meter_provider)
+    _State.env_explicit = any(os.environ.get(name, "").strip() for name in _SDK_ENV)
+    try:
+        from anthropic._tracing import DEFAULT_MAX_CONTENT_BYTES
+
+        _State.default_max_content_bytes = int(DEFAULT_MAX_CONTENT_BYTES)
+    except Exception:
+        _State.default_max_content_bytes = None
+    _State.patched = _patching.patch_all(_targets())
+    return bool(_State.patched)
+
+
+def uninstrument() -> None:
+    """Restore every patched function (idempotent)."""
+    _patching.unpatch_all(_State.patched)
+    _State.patched = []
