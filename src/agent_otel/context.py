@@ -35,8 +35,12 @@ def session(conversation_id: str | None = None, user_id: str | None = None) -> I
 
     Every taxonomy span started inside carries ``gen_ai.conversation.id`` (and ``user.id`` when
     given). Without ``conversation_id`` a fresh random id is made. Usable with ``with`` in sync and
-    async code alike, and as a decorator of sync functions. Sessions nest; the inner one wins.
+    async code alike, and as a decorator of sync functions. Sessions nest; the inner one wins
+    (an inner session without ``user_id`` keeps the outer one's user).
     """
+    if user_id is None:
+        outer = _SESSION.get()
+        user_id = outer.user_id if outer is not None else None
     current = Session(conversation_id=str(conversation_id or uuid.uuid4().hex), user_id=user_id)
     token = _SESSION.set(current)
     try:
