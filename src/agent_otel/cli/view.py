@@ -243,7 +243,7 @@ def render(
                         line = f"{pad_attr}{k} = {v!r}"
                         print(style(c.truncate(line, width, sym.ellipsis), "dim"), file=out)
         print(file=out)
-    _footer(traces, result, out, style)
+    _footer(traces, result, out, style, width)
 
 
 def _render_segments(
@@ -263,7 +263,9 @@ def _render_segments(
     return "".join(out).rstrip()
 
 
-def _footer(traces: list[c.Trace], result: ReadResult, out: TextIO, style: c.Style) -> None:
+def _footer(
+    traces: list[c.Trace], result: ReadResult, out: TextIO, style: c.Style, width: int | None
+) -> None:
     spans = [s for t in traces for s in t.spans]
     convs = {t.conversation_id for t in traces if t.conversation_id}
     unfinished = sum(1 for s in spans if not s.finished)
@@ -277,7 +279,7 @@ def _footer(traces: list[c.Trace], result: ReadResult, out: TextIO, style: c.Sty
     )
     if result.corrupt:
         text += f"; {len(result.corrupt)} unreadable line{'s' if len(result.corrupt) != 1 else ''} skipped"
-    print(style("\n".join(textwrap.wrap(text, 200)), "dim"), file=out)
+    print(style("\n".join(textwrap.wrap(text, width or 200)), "dim"), file=out)
 
 
 # ------------------------------------------------------------------------------------------------ json
