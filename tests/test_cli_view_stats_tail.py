@@ -173,7 +173,8 @@ def test_view_json(records: dict[str, Path], capsys: pytest.CaptureFixture[str])
     assert killed["unfinished_count"] == 2
     assert killed["spans"][0]["status"] == "unfinished" and killed["spans"][0]["last_seen_time"]
     assert data["summary"]["unfinished"] == 2 and data["summary"]["spans"] == 16
-    assert [(c["line"], c["torn"]) for c in data["corrupt_lines"]][0] == (4, False)
+    first = data["corrupt_lines"][0]
+    assert (first["line"], first["torn"]) == (4, False)
 
 
 def test_view_errors_for_unreadable_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
