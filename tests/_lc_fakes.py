@@ -55,6 +55,8 @@ class ScriptedChatModel(BaseChatModel):
     provider: str = "openai"
     delay: float = 0.0
     fail_with: BaseException | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
 
     @property
     def _llm_type(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import operator
 import threading
 import warnings
@@ -37,7 +38,7 @@ def _linear(name: str, *steps: str) -> Any:
     for step in steps:
         g.add_node(step, lambda s, _v=step: {"items": [_v]})
     g.add_edge(START, steps[0])
-    for a, b in zip(steps, steps[1:], strict=False):
+    for a, b in itertools.pairwise(steps):
         g.add_edge(a, b)
     return g.compile(name=name)
 

@@ -145,19 +145,22 @@ class Response:
             # LangChain invents "lc_run-..." / "run-..." ids when the provider gave none.
             if isinstance(mid, str) and mid and not mid.startswith(("lc_", "run-")):
                 self.response_id = mid
-        for call in getattr(message, "tool_calls", None) or ():
-            self._add_tool_call(call)
-        for call in getattr(message, "tool_call_chunks", None) or ():
+        # A stream chunk carries its raw ``tool_call_chunks`` (id and name on a call's first chunk only)
+        # and ``tool_calls`` parsed from them: read one of the two.
+        calls = getattr(message, "tool_call_chunks", None) or getattr(message, "tool_calls", None) or ()
+        for call in calls:
             self._add_tool_call(call)
 
     def _add_tool_call(self, call: Any) -> None:
         if not isinstance(call, Mapping):
             return
         name, cid = call.get("name"), call.get("id")
+        if cid:
+            if str(cid) in self.tool_call_ids:
+                return
+            self.tool_call_ids.append(str(cid))
         if name:
             self.tool_call_names.append(str(name))
-        if cid:
-            self.tool_call_ids.append(str(cid))
 
 
 def _add(total: int | None, value: Any) -> int | None:
