@@ -963,11 +963,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     elapsed = time.monotonic() - t0
     recovered_sent = sum(1 for p in prepared[:done] if p.span.recovered)
     if done and not args.quiet:
-        rate = done / elapsed if elapsed > 0 else float("inf")
+        rate = f" ({done / elapsed:,.0f} spans/s)" if elapsed >= 0.5 else ""
         print(
             f"exported {done:,} span{'s' if done != 1 else ''} ({recovered_sent} recovered from runs that "
             f"never ended) in {requests} request{'s' if requests != 1 else ''} to {where} in "
-            f"{elapsed:.2f} s ({rate:,.0f} spans/s)",
+            f"{elapsed:.2f} s{rate}",
             file=out,
         )
         extra = []
