@@ -509,3 +509,20 @@ def test_proto_conversion_matches_protobuf_json_mapping(source_records: dict[str
                 span[k] = b64(span[k])
         ref = json_format.ParseDict(doc, trace_pb2.TracesData())
         assert mine == ref.resource_spans[0].scope_spans[0].spans[0]
+
+
+def test_progress_on_a_terminal(record_dir: Path, grpc_receiver: GrpcReceiver) -> None:
+    import io
+
+    class TTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    from agent_otel.cli.main import build_parser
+
+    args = build_parser().parse_args(["export", str(record_dir), "--endpoint", grpc_receiver.endpoint])
+    out, err = io.StringIO(), TTY()
+    assert export.run(args, out=out, err=err) == 0
+    total = len(expected_ids(record_dir))
+    assert f"] {total}/{total} spans  1 request" in err.getvalue() and "\r" in err.getvalue()
+    assert f"exported {total} spans" in out.getvalue()
