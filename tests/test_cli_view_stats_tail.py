@@ -260,12 +260,13 @@ def test_tail_follows_a_growing_directory(records: dict[str, Path], tmp_path: Pa
     live.mkdir()
     real_lines = records["real"].read_bytes().splitlines(keepends=True)
     existing = live / "old.jsonl"
-    existing.write_bytes(real_lines[0])  # already there: not shown (no --from-start)
+    existing.write_bytes(real_lines[0])  # already there (another conversation: filtered out)
     args = build_parser().parse_args(
-        ["tail", str(live), "--timeout", "3", "--interval", "0.02", "--conversation", KILLED_CONVERSATION]
+        ["tail", str(live), "--from-start", "--timeout", "30", "--interval", "0.02", "-c", KILLED_CONVERSATION]
     )
     out, err = Utf8IO(), Utf8IO()
-    t = threading.Thread(target=tail.run, args=(args, out, err), daemon=True)
+    stop = threading.Event()
+    t = threading.Thread(target=tail.run, args=(args, out, err, stop), daemon=True)
     t.start()
     time.sleep(0.2)
     killed_lines = records["killed"].read_bytes().splitlines(keepends=True)
@@ -284,6 +285,7 @@ def test_tail_follows_a_growing_directory(records: dict[str, Path], tmp_path: Pa
     text = out.getvalue()
     assert text.count("▶ chat gpt-4o") == 1 and "✓ chat gpt-4o" in text
     assert "weather-bot" not in text and err.getvalue() == ""
+    stop.set()
     t.join(timeout=15)
     assert not t.is_alive()
 

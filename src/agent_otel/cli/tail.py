@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -187,7 +188,13 @@ class Printer:
             print(f"agent-otel: warning: skipped unreadable line {x}", file=self.err)
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def run(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Follow ``args.path`` until Ctrl-C, ``--once``, ``--timeout`` or (for embedding) ``stop`` is set."""
     out = out or sys.stdout
     err = err or sys.stderr
     path = Path(args.path)
@@ -211,15 +218,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             records, corrupt = follower.poll(final=args.once)
             printer.warn(corrupt)
             printer.handle(records)
-            if args.once:
+            if args.once or (stop is not None and stop.is_set()):
                 break
+            wait = args.interval
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                time.sleep(min(args.interval, left))
+                wait = min(wait, left)
+            if stop is not None:
+                stop.wait(wait)
             else:
-                time.sleep(args.interval)
+                time.sleep(wait)
     except KeyboardInterrupt:
         try:
             out.flush()
