@@ -31,7 +31,6 @@ _logger = logging.getLogger(__name__)
 
 JSONL_EXPORTER = "jsonl"
 _TRACES_EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
-_OTLP_NAMES = {"otlp": None, "otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
 
 
 class AgentOtelDistro(BaseDistro):
@@ -59,38 +58,69 @@ class JsonlExporterName(SpanExporter):
         return None
 
 
-def _known_exporter(name: str) -> bool:
-    if name in _OTLP_NAMES or name in ("console", "none"):
+# signal -> (exporter names variable, entry-point group, OTLP protocol variable)
+_SIGNALS = {
+    "traces": (_TRACES_EXPORTER_ENV, "opentelemetry_traces_exporter", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+    "metrics": (
+        "OTEL_METRICS_EXPORTER",
+        "opentelemetry_metrics_exporter",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    ),
+    "logs": ("OTEL_LOGS_EXPORTER", "opentelemetry_logs_exporter", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"),
+}
+_PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+
+
+def _known_exporter(name: str, signal: str = "traces") -> bool:
+    """True when the SDK can build exporter ``name`` (``otlp`` resolved by protocol, as the SDK does)."""
+    if name == "none":
         return True
-    return any(ep.name == name for ep in entry_points(group="opentelemetry_traces_exporter"))
+    _, group, protocol_env = _SIGNALS[signal]
+    if name == "otlp":
+        protocol = (
+            os.environ.get(protocol_env) or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+        ).strip()
+        name = _PROTOCOLS.get(protocol, "otlp_proto_grpc")
+    return any(ep.name == name for ep in entry_points(group=group))
 
 
-def usable_exporter_names(raw: str) -> tuple[list[str], bool]:
-    """Split ``OTEL_TRACES_EXPORTER`` into the names the SDK can build and whether ``jsonl`` was named.
+def usable_exporter_names(raw: str, signal: str = "traces") -> tuple[list[str], bool]:
+    """Split an ``OTEL_*_EXPORTER`` value into the names the SDK can build and whether ``jsonl`` was named.
 
-    Unknown names are dropped with a warning (the SDK would raise on them and lose all telemetry).
+    Unknown names (and ``otlp`` whose transport is not installed) are dropped with a warning: the
+    SDK would raise on them and lose all telemetry.
     """
+    env_name = _SIGNALS[signal][0]
     names = [n.strip() for n in raw.split(",") if n.strip() and n.strip().lower() != "none"]
-    wants_jsonl = any(n.lower() == JSONL_EXPORTER for n in names)
+    wants_jsonl = signal == "traces" and any(n.lower() == JSONL_EXPORTER for n in names)
     usable = []
     for name in names:
-        if name.lower() == JSONL_EXPORTER:
+        if signal == "traces" and name.lower() == JSONL_EXPORTER:
             continue
-        if _known_exporter(name):
+        if _known_exporter(name, signal):
             usable.append(name)
         else:
-            _logger.warning("agent-otel: OTEL_TRACES_EXPORTER names unknown exporter %r; it is skipped", name)
+            _logger.warning("agent-otel: %s names unknown exporter %r; it is skipped", env_name, name)
     return usable, wants_jsonl
 
 
 def _protocol_ok() -> bool:
-    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+    """Replace every unsupported OTLP protocol setting by grpc (with a warning); False if any was."""
+    ok = True
+    for var in (
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    ):
         value = os.environ.get(var)
-        if value is not None and value.strip() not in ("grpc", "http/protobuf"):
-            _logger.warning("agent-otel: %s=%r is not supported (grpc or http/protobuf); using grpc", var, value)
+        if value is not None and value.strip() and value.strip() not in _PROTOCOLS:
+            _logger.warning(
+                "agent-otel: %s=%r is not supported (grpc or http/protobuf); using grpc", var, value
+            )
             os.environ[var] = "grpc"
-            return False
-    return True
+            ok = False
+    return ok
 
 
 class AgentOtelConfigurator(_OTelSDKConfigurator):
@@ -98,22 +128,33 @@ class AgentOtelConfigurator(_OTelSDKConfigurator):
 
     def _configure(self, **kwargs: Any) -> None:
         settings = reload_settings()
-        raw = os.environ.get(_TRACES_EXPORTER_ENV, "")
-        usable, wants_jsonl = usable_exporter_names(raw)
+        _protocol_ok()
+        originals: dict[str, str | None] = {}
+        wants_jsonl = False
+        for signal, (env_name, _, _) in _SIGNALS.items():
+            raw = os.environ.get(env_name)
+            if raw is None and signal != "traces":
+                continue  # unset: the SDK's own default, nothing to check
+            usable, wanted = usable_exporter_names(raw or "", signal)
+            wants_jsonl = wants_jsonl or wanted
+            originals[env_name] = raw
+            os.environ[env_name] = ",".join(usable) or "none"
         if wants_jsonl and not settings.jsonl_enabled:
             settings = dataclasses.replace(settings, jsonl_enabled=True)
-        _protocol_ok()
-        os.environ[_TRACES_EXPORTER_ENV] = ",".join(usable) or "none"
         try:
             super()._configure(**kwargs)
         except Exception:
-            _logger.warning("agent-otel: the OpenTelemetry SDK could not be configured from the environment; "
-                            "continuing with the JSONL record only", exc_info=True)
+            _logger.warning(
+                "agent-otel: the OpenTelemetry SDK could not be configured from the environment; "
+                "continuing with the JSONL record only",
+                exc_info=True,
+            )
         finally:
-            if raw:
-                os.environ[_TRACES_EXPORTER_ENV] = raw
-            else:
-                os.environ.pop(_TRACES_EXPORTER_ENV, None)
+            for env_name, raw in originals.items():
+                if raw:
+                    os.environ[env_name] = raw
+                else:
+                    os.environ.pop(env_name, None)
         provider = trace.get_tracer_provider()
         if not isinstance(provider, TracerProvider):
             provider = TracerProvider(resource=Resource.create())

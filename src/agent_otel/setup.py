@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from agent_otel import content, interrupt, spans
 from agent_otel.config import Settings, reload_settings
@@ -48,23 +49,39 @@ def attach_jsonl(provider: Any, settings: Settings) -> JsonlSpanProcessor | None
     return processor
 
 
+_OTLP_EXPORTER_NAMES = {"otlp": None, "otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
+
+
+def _traces_exporter_names(env: Any) -> list[str]:
+    return [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+
+
 def otlp_requested(environ: Any = None) -> bool:
-    """True when the environment asks for OTLP export (an endpoint, or ``otlp`` in OTEL_TRACES_EXPORTER)."""
+    """True when the environment asks for OTLP export.
+
+    ``OTEL_TRACES_EXPORTER``, when set, decides (``otlp`` in it, or not: ``none`` or ``jsonl`` mean
+    no OTLP even with an endpoint configured); unset, an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` does.
+    """
     env = os.environ if environ is None else environ
-    names = {n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",")}
-    return bool(
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or names & {"otlp", "otlp_proto_grpc", "otlp_proto_http"}
-    )
+    names = _traces_exporter_names(env)
+    if names:
+        return any(n in _OTLP_EXPORTER_NAMES for n in names)
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 def otlp_span_exporter(environ: Any = None) -> Any:
     """The OTLP span exporter the environment asks for: HTTP/protobuf or gRPC (default gRPC,
     or HTTP when the endpoint is on port 4318)."""
     env = os.environ if environ is None else environ
-    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip()
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    ).strip()
+    protocol = protocol.lower()
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    # An explicit transport in OTEL_TRACES_EXPORTER (otlp_proto_http / otlp_proto_grpc) wins.
+    named = [_OTLP_EXPORTER_NAMES[n] for n in _traces_exporter_names(env) if _OTLP_EXPORTER_NAMES.get(n)]
+    if named:
+        protocol = named[0] or protocol
     if not protocol:
         protocol = "http/protobuf" if endpoint.rstrip("/").endswith(":4318") else "grpc"
     if protocol not in ("grpc", "http/protobuf"):
@@ -83,8 +100,11 @@ def _new_provider() -> TracerProvider:
         try:
             provider.add_span_processor(BatchSpanProcessor(otlp_span_exporter()))
         except Exception:
-            _logger.warning("agent-otel: OTLP export could not be set up; the JSONL record still works",
-                            exc_info=True)
+            _logger.warning(
+                "agent-otel: OTLP export could not be set up; the JSONL record still works", exc_info=True
+            )
+    if "console" in _traces_exporter_names(os.environ):  # as the SDK's configurator does
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     return provider
 
 
@@ -98,10 +118,13 @@ def instrument(
     """Set up agent-otel from code; idempotent (a second call changes nothing but the hooks given).
 
     Uses ``tracer_provider`` if given, else the global SDK provider if one is set, else creates one
-    (with OTLP batch export when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` or ``OTEL_TRACES_EXPORTER=otlp``
-    is set) and makes it global. Adds the crash-safe JSONL processor (unless ``AGENT_OTEL_JSONL=false``),
+    (with OTLP batch export when ``OTEL_TRACES_EXPORTER`` names ``otlp``, or, that variable unset,
+    when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set; console export when it names ``console``) and
+    makes it global. Adds the crash-safe JSONL processor (unless ``AGENT_OTEL_JSONL=false`` and
+    ``OTEL_TRACES_EXPORTER`` does not name ``jsonl``),
     the interruption hooks, and instruments every supported library that is installed.
-    Returns the tracer provider in use.
+    Returns the tracer provider in use. Never raises: a failing step is a warning, and the rest
+    of the set-up still happens.
     """
     settings = reload_settings()
     if span_filter is not None:
@@ -110,19 +133,28 @@ def instrument(
         content.set_redactor(redactor)
     if not settings.enabled:
         return trace.get_tracer_provider()
+    if "jsonl" in _traces_exporter_names(os.environ) and not settings.jsonl_enabled:
+        settings = dataclasses.replace(settings, jsonl_enabled=True)  # as the configurator does
     provider = tracer_provider
-    if provider is None:
-        provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
-            provider = _new_provider()
-            trace.set_tracer_provider(provider)
-    attach_jsonl(provider, settings)
-    interrupt.install(settings.handle_signals)
-    spans.set_tracer_provider(provider)
+    try:
+        if provider is None:
+            provider = trace.get_tracer_provider()
+            if not isinstance(provider, TracerProvider):
+                provider = _new_provider()
+                trace.set_tracer_provider(provider)
+        attach_jsonl(provider, settings)
+        interrupt.install(settings.handle_signals)
+        spans.set_tracer_provider(provider)
+    except Exception:
+        _logger.warning("agent-otel: tracing set-up failed; continuing without it", exc_info=True)
+        return provider if provider is not None else trace.get_tracer_provider()
 
     from agent_otel.instrumentation import AgentInstrumentor
 
-    instrumentor = AgentInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider)
+    try:
+        instrumentor = AgentInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider)
+    except Exception:
+        _logger.warning("agent-otel: instrumenting libraries failed; manual spans still work", exc_info=True)
     return provider

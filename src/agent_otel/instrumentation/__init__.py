@@ -38,18 +38,24 @@ class AgentInstrumentor(BaseInstrumentor):
         settings = reload_settings()
         tracer_provider = kwargs.get("tracer_provider")
         provider = tracer_provider or trace.get_tracer_provider()
-        attach_jsonl(provider, settings)
-        interrupt.install(settings.handle_signals)
+        try:  # an exception here would reach the user's instrument() call and skip every library
+            attach_jsonl(provider, settings)
+            interrupt.install(settings.handle_signals)
+        except Exception:
+            _logger.warning("agent-otel: the JSONL record could not be set up", exc_info=True)
         spans.set_tracer_provider(tracer_provider)
         active = []
         for name in LIBRARIES:
             try:
                 module = importlib.import_module(f"agent_otel.instrumentation.{name}")
-                if module.instrument(tracer_provider=tracer_provider, meter_provider=kwargs.get("meter_provider")):
+                if module.instrument(
+                    tracer_provider=tracer_provider, meter_provider=kwargs.get("meter_provider")
+                ):
                     active.append(name)
             except Exception:
-                _logger.warning("agent-otel: instrumenting %s failed; it is left uninstrumented", name,
-                                exc_info=True)
+                _logger.warning(
+                    "agent-otel: instrumenting %s failed; it is left uninstrumented", name, exc_info=True
+                )
         AgentInstrumentor._active = tuple(active)
 
     def _uninstrument(self, **kwargs: Any) -> None:
