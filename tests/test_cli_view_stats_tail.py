@@ -262,7 +262,7 @@ def test_tail_follows_a_growing_directory(records: dict[str, Path], tmp_path: Pa
     existing = live / "old.jsonl"
     existing.write_bytes(real_lines[0])  # already there (another conversation: filtered out)
     args = build_parser().parse_args(
-        ["tail", str(live), "--from-start", "--timeout", "30", "--interval", "0.02", "-c", KILLED_CONVERSATION]
+        ["tail", str(live), "--from-start", "--timeout", "30", "--interval", "0.02", "-c", "conv-killed"]
     )
     out, err = Utf8IO(), Utf8IO()
     stop = threading.Event()
