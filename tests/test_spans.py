@@ -586,3 +586,10 @@ def test_global_provider_used_when_none_set(monkeypatch: pytest.MonkeyPatch) -> 
 def test_error_type_of() -> None:
     assert spans.error_type_of(ValueError()) == "ValueError"
     assert spans.error_type_of(MyError.Nested()) == "MyError.Nested"
+
+
+def test_caller_attributes_cannot_change_the_category(span_exporter: InMemorySpanExporter) -> None:
+    spans.start_tool("t", attributes={attrs.CATEGORY: "agent", attrs.GEN_AI_TOOL_TYPE: "extension"}).end()
+    (s,) = span_exporter.get_finished_spans()
+    assert s.attributes[attrs.CATEGORY] == "tool"
+    assert s.attributes[attrs.GEN_AI_TOOL_TYPE] == "extension"  # other keys: the caller's value wins
