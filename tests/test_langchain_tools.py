@@ -223,3 +223,16 @@ def test_content_capture_records_arguments_and_result(lc: Any, capture_content: 
     node = named(finished, "node agent")[0]
     assert "go" in node.attributes[attrs.NODE_INPUT]
     assert "messages" in node.attributes[attrs.NODE_OUTPUT]
+
+
+def test_unknown_tool_is_a_validation_error(lc: Any) -> None:
+    out = _agent(_calls("no_such_tool", {"x": 1}, "call_u"), [get_weather]).invoke(
+        {"messages": [HumanMessage("go")]}
+    )
+    assert out["messages"][2].status == "error"
+    finished = list(lc.get_finished_spans())
+    span = one(finished, "execute_tool no_such_tool")
+    assert span.attributes[attrs.GEN_AI_TOOL_CALL_ID] == "call_u"
+    assert span.attributes[attrs.TOOL_OUTCOME] == "validation_error"
+    assert span.attributes[attrs.ERROR_TYPE] == "ToolNotFound"
+    assert span.parent.span_id == named(finished, "node tools")[0].context.span_id

@@ -18,6 +18,9 @@ What is patched (no callback handler is injected; see ``_langchain_context`` for
 * ``run_with_retry`` / ``arun_with_retry`` as used by the Pregel runner — every task execution
   (nodes, ``Send`` fan-out, functional-API tasks), in whatever thread or asyncio task LangGraph runs
   it: ``node {name}`` with step, triggers and task id, current while the node runs.
+* ``ToolNode._validate_tool_call`` — a call to a tool the ``ToolNode`` does not have never reaches a
+  tool, so it gets its tool span here: ``execute_tool {name}``, outcome ``validation_error``,
+  ``error.type`` ``ToolNotFound``.
 * ``PregelLoop._suppress_interrupt`` — where a run that pauses (``interrupt()``, static
   ``interrupt_before``/``after``) ends quietly: the run span gets ``agent_otel.graph.interrupt``.
 
@@ -46,6 +49,9 @@ _logger = logging.getLogger(__name__)
 MIN_LANGGRAPH = (0, 3)
 
 # Module paths of the Pregel runner / loop: private in LangGraph 1.x, public names before.
+# error.type of a tool span for a call to a tool the ToolNode does not have (outcome validation_error).
+UNKNOWN_TOOL_ERROR_TYPE = "ToolNotFound"
+
 # LangGraph's own bookkeeping tasks (writing the input into the channels): no span.
 _HIDDEN_TASKS = frozenset({"__start__", "__end__"})
 
@@ -98,6 +104,12 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bo
         _patch(runner, "arun_with_retry", _wrap_arun_with_retry)
     else:
         _logger.debug("agent-otel: LangGraph runner not found; graph nodes get no spans")
+    try:
+        from langgraph.prebuilt.tool_node import ToolNode
+
+        _patch(ToolNode, "_validate_tool_call", _wrap_validate_tool_call)
+    except Exception:
+        _logger.debug("agent-otel: ToolNode not found; calls to unknown tools get no span")
     loop = _first_module(_LOOP_MODULES)
     loop_cls = getattr(loop, "PregelLoop", None) if loop is not None else None
     if loop_cls is not None:
@@ -372,6 +384,32 @@ async def _wrap_arun_with_retry(
     finally:
         otel_context.detach(token)
     _finish_node(node, None)
+    return result
+
+
+# --------------------------------------------------------------------------- unknown tools
+
+
+@guard
+def _record_unknown_tool(call: Any) -> None:
+    if not isinstance(call, Mapping):
+        return
+    name = str(call.get("name") or "unknown")
+    handle = spans.start_tool(name, call_id=call.get("id"))
+    handle.validation_error(
+        f"the model requested tool {name!r}, which the ToolNode does not have",
+        error_type=UNKNOWN_TOOL_ERROR_TYPE,
+    )
+    handle.end()
+
+
+def _wrap_validate_tool_call(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``ToolNode._validate_tool_call``: a call to a tool the node lacks is a tool validation error."""
+    result = wrapped(*args, **kwargs)
+    if result is not None:
+        _record_unknown_tool(args[0] if args else kwargs.get("call"))
     return result
 
 
