@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -29,58 +29,111 @@ except ImportError:  # pragma: no cover - depends on the environment
 MAX_LINE_BYTES = 1024 * 1024 - 1024  # the Collector's file receiver truncates lines over 1 MiB
 _TRUNCATION_STEPS = (256 * 1024, 64 * 1024, 16 * 1024, 4 * 1024, 1024, 256)
 _START_MARKER = {"key": START_RECORD, "value": {"boolValue": True}}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_DEPTH = 32  # nested arrays / maps deeper than this are written as their string form
+
+JsonDumps = Callable[[Any], bytes]
+"""A JSON encoder: object -> compact UTF-8 bytes (raises TypeError/ValueError on what it cannot encode)."""
 
 
-def _dumps_std(obj: Any) -> bytes:
+def dumps_stdlib(obj: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes with the standard library (the fallback encoder)."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+_dumps_std = dumps_stdlib  # older name
+
+
+def orjson_available() -> bool:
+    """True when the fast encoder (orjson) is installed and used by default."""
+    return _orjson is not None
+
+
 if _orjson is not None:
-    _orjson_dumps = _orjson.dumps
-
-    def dumps(obj: Any) -> bytes:
-        """Compact JSON as UTF-8 bytes."""
-        return _orjson_dumps(obj)
-
+    dumps: JsonDumps = _orjson.dumps
 else:  # pragma: no cover - depends on the environment
-    dumps = _dumps_std
+    dumps = dumps_stdlib
 
 
-def _any_value(value: Any) -> dict[str, Any]:
+def _any_value(value: Any, depth: int = 0) -> dict[str, Any]:
+    """OTLP/JSON ``AnyValue`` for an attribute value (anything the SDK lets through, and more)."""
     kind = type(value)
     if kind is str:
         return {"stringValue": value}
     if kind is bool:
         return {"boolValue": value}
     if kind is int:
-        return {"intValue": str(value)}
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return {"intValue": str(value)}
+        return {"stringValue": str(value)}  # OTLP ints are 64-bit: keep the digits rather than fail
     if kind is float:
         if math.isfinite(value):
             return {"doubleValue": value}
         return {"doubleValue": "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
-    if isinstance(value, (list, tuple)):
-        return {"arrayValue": {"values": [_any_value(v) for v in value]}}
-    if isinstance(value, (bytes, bytearray)):
-        return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
+    if (kind is tuple or kind is list) and depth < _MAX_DEPTH:
+        return {"arrayValue": {"values": [_any_value(v, depth + 1) for v in value]}}
+    if value is None:
+        return {}  # an empty AnyValue
+    if isinstance(value, str):  # str subclasses (str enums): their text, as the OTLP exporters send it
+        return {"stringValue": str.__str__(value)}
     if isinstance(value, bool):
         return {"boolValue": bool(value)}
     if isinstance(value, int):
-        return {"intValue": str(int(value))}
+        return _any_value(int(value))
     if isinstance(value, float):
         return _any_value(float(value))
-    if isinstance(value, str):
-        return {"stringValue": str(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
+    if depth < _MAX_DEPTH:
+        if isinstance(value, (list, tuple)):
+            return {"arrayValue": {"values": [_any_value(v, depth + 1) for v in value]}}
+        if isinstance(value, Mapping):
+            return {
+                "kvlistValue": {
+                    "values": [{"key": str(k), "value": _any_value(v, depth + 1)} for k, v in value.items()]
+                }
+            }
     try:
         return {"stringValue": str(value)}
     except Exception:
         return {"stringValue": f"<unrepresentable {type(value).__name__}>"}
 
 
+def _snapshot(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A plain-dict copy of an attribute mapping.
+
+    SDK attributes (a read-only view of ``BoundedAttributes``) copy to a dict in C, which is much
+    cheaper than iterating the view; it is also a consistent snapshot.
+    """
+    if not attributes:
+        return {}
+    try:
+        return attributes.copy()  # type: ignore[attr-defined,no-any-return]
+    except Exception:
+        return dict(attributes.items())
+
+
+def _encode_items(items: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    append = out.append
+    for key, value in items:  # the common types inline: this loop is the hot path of the record
+        kind = type(value)
+        if kind is str:
+            append({"key": key, "value": {"stringValue": value}})
+        elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+            append({"key": key, "value": {"intValue": str(value)}})
+        elif kind is bool:
+            append({"key": key, "value": {"boolValue": value}})
+        else:
+            append({"key": key, "value": _any_value(value)})
+    return out
+
+
 def encode_attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """OTLP/JSON ``KeyValue`` list for an attribute mapping."""
     if not attributes:
         return []
-    return [{"key": key, "value": _any_value(value)} for key, value in attributes.items()]
+    return _encode_items(_snapshot(attributes).items())
 
 
 def encode_resource(resource: Resource) -> dict[str, Any]:
@@ -99,50 +152,87 @@ def encode_scope(scope: InstrumentationScope | None) -> dict[str, Any]:
 
 
 def _span_body(span: ReadableSpan, *, start: bool) -> dict[str, Any]:
+    """The OTLP/JSON span object of a start record (``start=True``) or an end record.
+
+    This is the hot path of the record, written flat (function calls cost here): %-formatting and
+    ``_value_`` are the cheapest ways to these strings and numbers, and the attribute loop handles
+    the common value types inline.
+    """
     ctx = span.context
-    body: dict[str, Any] = {
-        "traceId": format(ctx.trace_id, "032x"),
-        "spanId": format(ctx.span_id, "016x"),
-    }
+    parent = span.parent
+    if parent is None:
+        body: dict[str, Any] = {"traceId": "%032x" % ctx.trace_id, "spanId": "%016x" % ctx.span_id}  # noqa: UP031
+        flags = ctx.trace_flags | 0x100
+    else:
+        body = {
+            "traceId": "%032x" % ctx.trace_id,  # noqa: UP031
+            "spanId": "%016x" % ctx.span_id,  # noqa: UP031
+            "parentSpanId": "%016x" % parent.span_id,  # noqa: UP031
+        }
+        flags = ctx.trace_flags | (0x300 if parent.is_remote else 0x100)
     if ctx.trace_state:
         body["traceState"] = ctx.trace_state.to_header()
-    parent = span.parent
-    if parent is not None:
-        body["parentSpanId"] = format(parent.span_id, "016x")
-    body["flags"] = int(ctx.trace_flags) | 0x100 | (0x200 if parent is not None and parent.is_remote else 0)
+    body["flags"] = flags
     body["name"] = span.name
-    body["kind"] = span.kind.value + 1
+    body["kind"] = span.kind._value_ + 1
     body["startTimeUnixNano"] = str(span.start_time or 0)
-    attributes = encode_attributes(span.attributes)
+
+    attributes: list[dict[str, Any]] = []
+    source = span.attributes
+    if source:
+        try:
+            items = source.copy().items()  # type: ignore[attr-defined]  # see _snapshot
+        except Exception:
+            items = source.items()
+        append = attributes.append
+        for key, value in items:
+            kind = type(value)
+            if kind is str:
+                append({"key": key, "value": {"stringValue": value}})
+            elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+                append({"key": key, "value": {"intValue": str(value)}})
+            elif kind is bool:
+                append({"key": key, "value": {"boolValue": value}})
+            else:
+                append({"key": key, "value": _any_value(value)})
     if start:
         attributes.append(_START_MARKER)
         body["attributes"] = attributes
         return body
+
     body["endTimeUnixNano"] = str(span.end_time or span.start_time or 0)
     body["attributes"] = attributes
     dropped = span.dropped_attributes
     if dropped:
         body["droppedAttributesCount"] = dropped
-    if span.events:
+    # ``span.events`` / ``span.links`` copy the SDK's bounded list into a new tuple on each access;
+    # the underlying sequence answers "any?" without that copy (the property is the fallback).
+    events = getattr(span, "_events", None)
+    if events is None:
+        events = span.events
+    if events:
         body["events"] = [
             {"timeUnixNano": str(e.timestamp), "name": e.name, "attributes": encode_attributes(e.attributes)}
-            for e in span.events
+            for e in events
         ]
         if span.dropped_events:
             body["droppedEventsCount"] = span.dropped_events
-    if span.links:
+    links = getattr(span, "_links", None)
+    if links is None:
+        links = span.links
+    if links:
         body["links"] = [
             {
-                "traceId": format(link.context.trace_id, "032x"),
-                "spanId": format(link.context.span_id, "016x"),
+                "traceId": f"{link.context.trace_id:032x}",
+                "spanId": f"{link.context.span_id:016x}",
                 "attributes": encode_attributes(link.attributes),
             }
-            for link in span.links
+            for link in links
         ]
         if span.dropped_links:
             body["droppedLinksCount"] = span.dropped_links
     status = span.status
-    code = status.status_code.value
+    code = status.status_code._value_
     body["status"] = {"code": code, "message": status.description} if status.description else {"code": code}
     return body
 
@@ -151,94 +241,178 @@ class LineEncoder:
     """Turns spans into record lines (bytes ending in ``\\n``).
 
     The resource and scope parts of a line are encoded once per resource/scope object and reused,
-    so per-span work is the span body only. Thread-safe: the caches only ever gain entries.
+    so per-span work is the span body only. Thread-safe: the cache is a plain dictionary that is
+    only added to or cleared, and ``_last`` is replaced whole.
+
+    Args:
+        json_dumps: the JSON encoder (default: orjson when installed, else :func:`dumps_stdlib`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, json_dumps: JsonDumps | None = None) -> None:
+        self._dumps: JsonDumps = json_dumps or dumps
         self._frames: dict[tuple[int, int], tuple[bytes, bytes, Resource, Any]] = {}
+        self._last: tuple[bytes, bytes, Any, Any] = (b"", b"", object(), object())  # the last frame used
 
     def _frame(self, span: ReadableSpan) -> tuple[bytes, bytes]:
         resource = span.resource
         scope = span.instrumentation_scope
+        last = self._last
+        if last[2] is resource and last[3] is scope:
+            return last[0], last[1]
         key = (id(resource), id(scope))
         frame = self._frames.get(key)
         if frame is None or frame[2] is not resource or frame[3] is not scope:
             # scopeSpans first: the first KB of a file then holds ids, which keeps files distinguishable.
-            head = b'{"resourceSpans":[{"scopeSpans":[{"scope":' + dumps(encode_scope(scope)) + b',"spans":['
-            tail = b']}],"resource":' + dumps(encode_resource(resource)) + b"}]}\n"
+            scope_json = _dump_safe(encode_scope(scope), self._dumps)
+            resource_json = _dump_safe(encode_resource(resource), self._dumps)
+            head = b'{"resourceSpans":[{"scopeSpans":[{"scope":' + scope_json + b',"spans":['
+            tail = b']}],"resource":' + resource_json + b"}]}\n"
             frame = (head, tail, resource, scope)
             if len(self._frames) > 64:
                 self._frames.clear()
             self._frames[key] = frame
+        self._last = frame
         return frame[0], frame[1]
 
     def encode(self, span: ReadableSpan, *, start: bool) -> bytes:
         """One record line for ``span``: a start record (``start=True``) or the complete span."""
-        head, tail = self._frame(span)
+        last = self._last
+        if last[2] is span.resource and last[3] is span.instrumentation_scope:
+            head, tail = last[0], last[1]
+        else:
+            head, tail = self._frame(span)
         body = _span_body(span, start=start)
-        line = head + _dump_body(body) + tail
+        try:
+            encoded = self._dumps(body)
+        except (TypeError, ValueError):
+            encoded = _dump_safe(body, self._dumps)
+        line = head + encoded + tail
         if len(line) > MAX_LINE_BYTES:
-            line = head + _shrink(body, MAX_LINE_BYTES - len(head) - len(tail)) + tail
+            line = head + _shrink(body, MAX_LINE_BYTES - len(head) - len(tail), self._dumps) + tail
         return line
 
 
-def _dump_body(body: dict[str, Any]) -> bytes:
+def _dump_safe(obj: dict[str, Any], json_dumps: JsonDumps) -> bytes:
     try:
-        return dumps(body)
+        return json_dumps(obj)
     except (TypeError, ValueError):
         # Lone surrogates (str that is not valid UTF-8) and similar: replace what cannot be encoded.
-        return _dumps_std(_scrub(body))
+        return dumps_stdlib(_scrub(obj))
 
 
 def _scrub(obj: Any) -> Any:
     if isinstance(obj, str):
         return obj.encode("utf-8", "replace").decode("utf-8")
     if isinstance(obj, dict):
-        return {k: _scrub(v) for k, v in obj.items()}
+        return {_scrub(k): _scrub(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_scrub(v) for v in obj]
     return obj
 
 
-def _string_values(kvs: Iterable[dict[str, Any]]) -> Iterable[tuple[str, dict[str, Any]]]:
-    for kv in kvs:
-        value = kv["value"]
-        if "stringValue" in value:
-            yield kv["key"], value
-        elif "arrayValue" in value:
-            for item in value["arrayValue"]["values"]:
-                if "stringValue" in item:
-                    yield kv["key"], item
+# -- keeping a line under MAX_LINE_BYTES --------------------------------------------------------------
+
+_TextRef = tuple[str, dict[str, Any], str]  # (attribute key, the AnyValue dict, "stringValue" | "bytesValue")
 
 
-def _all_string_values(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    found = list(_string_values(body.get("attributes", ())))
-    for event in body.get("events", ()):
-        found.extend(_string_values(event.get("attributes", ())))
+def _text_values(key: str, value: dict[str, Any]) -> Iterator[_TextRef]:
+    if "stringValue" in value:
+        yield key, value, "stringValue"
+    elif "bytesValue" in value:
+        yield key, value, "bytesValue"
+    elif "arrayValue" in value:
+        for item in value["arrayValue"]["values"]:
+            yield from _text_values(key, item)
+    elif "kvlistValue" in value:
+        for kv in value["kvlistValue"]["values"]:
+            yield from _text_values(key, kv["value"])
+
+
+def _all_text_values(body: dict[str, Any]) -> list[_TextRef]:
+    found: list[_TextRef] = []
+    for kv in body.get("attributes", ()):
+        found.extend(_text_values(kv["key"], kv["value"]))
+    for item in (*body.get("events", ()), *body.get("links", ())):
+        for kv in item.get("attributes", ()):
+            found.extend(_text_values(kv["key"], kv["value"]))
     return found
 
 
-def _shrink(body: dict[str, Any], budget: int) -> bytes:
-    """Truncate the longest string values until the span fits ``budget`` bytes."""
+def _cap_text(text: str, cap: int) -> str:
+    return text if len(text) <= cap else text[:cap] + f"…[truncated {len(text)} chars]"
+
+
+def _shrink(body: dict[str, Any], budget: int, json_dumps: JsonDumps = dumps) -> bytes:
+    """Truncate the longest string (and bytes) values until the span fits ``budget`` bytes.
+
+    Truncated attribute keys are listed in ``agent_otel.truncated``. If that is not enough
+    (thousands of attributes or events, a huge name, key or status message) the span keeps its
+    identity, timing, status and first attributes; the start marker of a start record always stays.
+    """
     truncated: set[str] = set()
-    values = _all_string_values(body)
-    encoded = _dump_body(body)
+    original: dict[int, int] = {}
+    refs = _all_text_values(body)
     for cap in _TRUNCATION_STEPS:
-        for key, value in values:
-            text = value["stringValue"]
-            if len(text) > cap:
-                value["stringValue"] = text[:cap] + f"…[truncated {len(text)} chars]"
-                truncated.add(key)
+        changed = False
+        for key, value, field in refs:
+            text = value[field]
+            if len(text) <= cap:
+                continue
+            changed = True
+            full = original.setdefault(id(value), len(text))
+            if field == "bytesValue":
+                value[field] = text[: cap - cap % 4]  # whole base64 quanta: still valid base64
+            else:
+                value[field] = text[:cap] + f"…[truncated {full} chars]"
+            truncated.add(key)
+        if not changed:
+            continue
         _mark_truncated(body, truncated)
-        encoded = _dump_body(body)
+        encoded = _dump_safe(body, json_dumps)
         if len(encoded) <= budget:
             return encoded
-    # Still too large (thousands of attributes or events): keep identity, timing and status.
-    body.pop("events", None)
-    body["attributes"] = body.get("attributes", [])[:64]
+
+    # Still too large: keep identity, timing, status and the first attributes.
+    is_start = any(kv["key"] == START_RECORD for kv in body.get("attributes", ()))
+    events = body.pop("events", None)
+    if events:
+        body["droppedEventsCount"] = body.get("droppedEventsCount", 0) + len(events)
+    links = body.pop("links", None)
+    if links:
+        body["droppedLinksCount"] = body.get("droppedLinksCount", 0) + len(links)
+    attributes = [kv for kv in body.get("attributes", ()) if kv["key"] not in (START_RECORD, TRUNCATED)]
+    kept = attributes[:64]
+    if len(kept) < len(attributes):
+        body["droppedAttributesCount"] = body.get("droppedAttributesCount", 0) + len(attributes) - len(kept)
+    for kv in kept:
+        kv["key"] = _cap_text(kv["key"], 256)
+    body["name"] = _cap_text(str(body.get("name", "")), 1024)
+    status = body.get("status")
+    if status and "message" in status:
+        status["message"] = _cap_text(str(status["message"]), 1024)
     truncated.add("*")
+    body["attributes"] = [*kept, _START_MARKER] if is_start else kept
     _mark_truncated(body, truncated)
-    return _dump_body(body)
+    encoded = _dump_safe(body, json_dumps)
+    if len(encoded) <= budget:
+        return encoded
+    # Last resort: identity, timing and status only.
+    keep = (
+        "traceId",
+        "spanId",
+        "traceState",
+        "parentSpanId",
+        "flags",
+        "name",
+        "kind",
+        "startTimeUnixNano",
+        "endTimeUnixNano",
+        "status",
+    )
+    minimal = {k: body[k] for k in keep if k in body}
+    minimal["attributes"] = [_START_MARKER] if is_start else []
+    _mark_truncated(minimal, {"*"})
+    return _dump_safe(minimal, json_dumps)
 
 
 def _mark_truncated(body: dict[str, Any], keys: Sequence[str] | set[str]) -> None:

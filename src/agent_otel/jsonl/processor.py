@@ -36,6 +36,9 @@ class JsonlSpanProcessor(SpanProcessor):
         self.writer = writer
         self._encoder = LineEncoder()
         self._open: dict[int, Span] = {}
+        # Spans a forked child inherited open from its parent: the child must not record their end
+        # (the parent does), even if the child's own code leaves the blocks that opened them.
+        self._inherited: set[int] = set()
         self._warned = False
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
@@ -46,8 +49,12 @@ class JsonlSpanProcessor(SpanProcessor):
     def from_settings(cls, settings: Settings | None = None, service_name: str = "app") -> JsonlSpanProcessor:
         """A processor writing where the ``AGENT_OTEL_JSONL_*`` settings say."""
         s = settings or get_settings()
-        common = {"max_bytes": s.jsonl_max_bytes, "fsync": s.jsonl_fsync,
-                  "fsync_interval_ms": s.jsonl_fsync_interval_ms, "service_name": service_name}
+        common = {
+            "max_bytes": s.jsonl_max_bytes,
+            "fsync": s.jsonl_fsync,
+            "fsync_interval_ms": s.jsonl_fsync_interval_ms,
+            "service_name": service_name,
+        }
         if s.jsonl_file:
             return cls(RecordWriter(path=s.jsonl_file, **common))
         return cls(RecordWriter(directory=s.jsonl_dir, **common))
@@ -57,21 +64,27 @@ class JsonlSpanProcessor(SpanProcessor):
         """The file written to most recently (None before the first record)."""
         return self.writer.path
 
-    def _write(self, span: ReadableSpan, start: bool) -> None:
-        try:
-            self.writer.write(self._encoder.encode(span, start=start))
-        except Exception:
-            if not self._warned:
-                self._warned = True
-                _logger.warning("agent-otel: could not record span %r", span.name, exc_info=True)
+    def _failed(self, span: ReadableSpan) -> None:
+        if not self._warned:
+            self._warned = True
+            _logger.warning("agent-otel: could not record span %r", span.name, exc_info=True)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self._open[span.context.span_id] = span
-        self._write(span, start=True)
+        try:
+            self.writer.write(self._encoder.encode(span, start=True))
+        except Exception:
+            self._failed(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._open.pop(span.context.span_id, None)
-        self._write(span, start=False)
+        span_id = span.context.span_id
+        if self._open.pop(span_id, None) is None and span_id in self._inherited:
+            self._inherited.discard(span_id)  # a forked child ending its copy of a parent's span
+            return
+        try:
+            self.writer.write(self._encoder.encode(span, start=False))
+        except Exception:
+            self._failed(span)
 
     def open_spans(self) -> list[Span]:
         """The spans started and not yet ended (a snapshot)."""
@@ -104,4 +117,5 @@ class JsonlSpanProcessor(SpanProcessor):
 def _forget_open_spans(ref: weakref.ref[JsonlSpanProcessor]) -> None:
     processor = ref()
     if processor is not None:
-        processor._open.clear()
+        processor._inherited = processor._inherited | processor._open.keys()
+        processor._open = {}

@@ -13,6 +13,7 @@ On open, a torn last line left by an earlier crash is fenced off with a newline.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -24,6 +25,7 @@ _logger = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _FILE_MODE = 0o600
+_RETRY_AFTER_S = 1.0  # after a failed open or write, the next attempt waits this long
 
 
 def _safe_component(text: str) -> str:
@@ -54,7 +56,7 @@ class RecordWriter:
         fsync_interval_ms: the period of ``"interval"`` mode.
 
     ``write`` never raises: a failing disk is reported once as a warning, and writing resumes when
-    the disk does.
+    the disk does (retried at most once a second, so a broken disk costs next to nothing).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class RecordWriter:
         self._seq = 0
         self._dirty = False
         self._failed = False
+        self._retry_at = 0.0
         self._closed = False
         self._started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self._syncer: threading.Thread | None = None
@@ -96,14 +99,15 @@ class RecordWriter:
         if self._explicit is not None:
             return self._explicit
         assert self._directory is not None
-        self._seq += 1
-        name = f"agent-otel-{self._service}-{self._started}-{os.getpid()}-{self._seq}.jsonl"
+        name = f"agent-otel-{self._service}-{self._started}-{os.getpid()}-{self._seq + 1}.jsonl"
         return self._directory / name
 
     def _open(self) -> None:
         path = self._next_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, _OPEN_FLAGS, _FILE_MODE)
+        if self._explicit is None:
+            self._seq += 1  # only once the file exists: failed attempts do not skip numbers
         try:
             fence_torn_tail(fd)
             self._size = os.fstat(fd).st_size
@@ -136,14 +140,21 @@ class RecordWriter:
             if self._closed:
                 return
             try:
-                if self._fd < 0:
+                fd = self._fd
+                if fd < 0:
+                    if self._failed and time.monotonic() < self._retry_at:
+                        return  # the disk failed a moment ago: do not pay a failing open per record
                     self._open()
-                written = os.write(self._fd, line)
-                if written != len(line):  # short write (disk full): finish the line rather than tear it
-                    os.write(self._fd, line[written:])
-                self._size += len(line)
+                    fd = self._fd
+                written = os.write(fd, line)
+                while written < len(line):  # short write (disk full): finish the line rather than tear it
+                    more = os.write(fd, line[written:])
+                    if more <= 0:
+                        raise OSError(errno.ENOSPC, "short write")
+                    written += more
+                self._size += written
                 if self._fsync == "always":
-                    os.fsync(self._fd)
+                    os.fsync(fd)
                 else:
                     self._dirty = True
                 if self._failed:
@@ -152,10 +163,14 @@ class RecordWriter:
                 if self._max_bytes and self._size >= self._max_bytes:
                     self._close_fd()
             except OSError as exc:
+                self._retry_at = time.monotonic() + _RETRY_AFTER_S
                 if not self._failed:
                     self._failed = True
-                    _logger.warning("agent-otel: cannot write the JSONL record (%s); spans are not recorded "
-                                    "until it works again", exc)
+                    _logger.warning(
+                        "agent-otel: cannot write the JSONL record (%s); spans are not recorded "
+                        "until it works again",
+                        exc,
+                    )
                 self._close_fd_quietly()
 
     def _close_fd_quietly(self) -> None:
@@ -165,14 +180,25 @@ class RecordWriter:
             self._fd = -1
 
     def flush(self) -> None:
-        """fsync what was written (the page cache already survives a process crash)."""
+        """fsync what was written (the page cache already survives a process crash).
+
+        The fsync runs on a duplicate of the descriptor *outside* the lock: an fsync can take
+        milliseconds, and writers (the application's threads) must not wait for it.
+        """
         with self._lock:
-            if self._fd >= 0 and self._dirty:
-                try:
-                    os.fsync(self._fd)
-                    self._dirty = False
-                except OSError:
-                    pass
+            if self._fd < 0 or not self._dirty:
+                return
+            try:
+                fd = os.dup(self._fd)
+            except OSError:
+                return
+            self._dirty = False
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """fsync (unless fsync is ``never``) and close. Later writes are ignored."""
