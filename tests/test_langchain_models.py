@@ -250,6 +250,7 @@ async def test_chat_openai_async_and_stream_one_span_each(lc: Any, openai_server
 
 def test_instrument_is_idempotent_and_uninstrument_removes_spans(otel: Any) -> None:
     exporter = otel[1]
+    lc_instrumentation.uninstrument()
     assert lc_instrumentation.instrument()
     assert lc_instrumentation.instrument()
     ScriptedChatModel(plan=_no_tools).invoke("hi")
@@ -260,6 +261,7 @@ def test_instrument_is_idempotent_and_uninstrument_removes_spans(otel: Any) -> N
 
 
 def test_missing_langchain_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    lc_instrumentation.uninstrument()
     monkeypatch.setitem(sys.modules, "langchain_core", None)
     assert lc_instrumentation.instrument() is False
 
@@ -267,6 +269,7 @@ def test_missing_langchain_returns_false(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_old_langchain_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
     import langchain_core
 
+    lc_instrumentation.uninstrument()
     monkeypatch.setattr(langchain_core, "__version__", "0.2.43")
     assert lc_instrumentation.instrument() is False
 
@@ -274,6 +277,7 @@ def test_old_langchain_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_langgraph_keeps_langchain(otel: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent_otel.instrumentation import langgraph as lg_instrumentation
 
+    lc_instrumentation.uninstrument()
     monkeypatch.setitem(sys.modules, "langgraph.pregel", None)
     assert lg_instrumentation.instrument() is False
     try:

@@ -426,3 +426,11 @@ def test_category_filter_keeps_parenting(lc: Any, monkeypatch: pytest.MonkeyPatc
         "  execute_tool get_weather",
         "  chat scripted-1",
     ]
+
+
+def test_subgraph_node_with_config_adds_no_span(lc: Any) -> None:
+    g = StateGraph(State)
+    g.add_node("sub", _linear("inner", "s1").with_config(tags=["x"]))
+    g.add_edge(START, "sub")
+    g.compile(name="outer").invoke({"items": []})
+    assert span_tree(list(lc.get_finished_spans())) == ["invoke_agent outer", "  node sub", "    node s1"]

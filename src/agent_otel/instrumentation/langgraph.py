@@ -212,7 +212,9 @@ class _GraphRun:
         scope = lcctx.current_scope(self.parent)
         if scope is not None and scope.kind == lcctx.NODE:
             # A subgraph: its nodes go under the calling node; a graph that *is* the node adds nothing.
-            self.kind = "none" if scope.bound is instance else "workflow"
+            bound = scope.bound
+            is_node = bound is instance or getattr(bound, "bound", None) is instance  # RunnableBinding
+            self.kind = "none" if is_node else "workflow"
         else:
             self.kind = "agent"
 
