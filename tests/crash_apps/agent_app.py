@@ -1,12 +1,14 @@
 """A small home-grown agent run as a subprocess by the crash-safety tests (never imported by pytest).
 
-Usage: ``python tests/_crash_app.py MODE``. Environment:
+Usage: ``python tests/crash_apps/agent_app.py MODE``. Environment:
 
 - ``CRASH_DONE``: how many tool spans complete before the app reports ``ready`` (default 5).
 - ``CRASH_HANDLER``: ``before`` / ``after``: install a user SIGTERM handler before / after
   ``agent_otel.instrument()``; it writes ``CRASH_MARKER`` and exits with status 143.
 - ``CRASH_SPANS``: spans written by the ``spam`` and ``plain`` modes (default 200).
 - ``CRASH_NO_INSTRUMENT=1``: do not call ``agent_otel.instrument()`` (``opentelemetry-instrument`` runs).
+- ``CRASH_WITH_LIBS=1``: let ``instrument()`` see openai/anthropic/langchain. By default they are made
+  unimportable: this app uses the manual API only, and importing them costs seconds per process.
 
 Modes, after ``ready`` is printed (with spans open):
 
@@ -41,8 +43,16 @@ def _span_id(handle: Any) -> str:
     return format(handle.span.get_span_context().span_id, "016x")
 
 
+def block_agent_libraries() -> None:
+    """Make the agent libraries unimportable here (as if not installed): instrument() then skips them."""
+    for name in ("openai", "anthropic", "langchain", "langchain_core", "langchain_openai", "langgraph"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def main() -> None:
     mode = sys.argv[1]
+    if os.environ.get("CRASH_WITH_LIBS") != "1":
+        block_agent_libraries()
     handler = os.environ.get("CRASH_HANDLER", "")
     if handler == "before":
         signal.signal(signal.SIGTERM, _user_handler)

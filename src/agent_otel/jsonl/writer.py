@@ -23,7 +23,9 @@ from pathlib import Path
 
 _logger = logging.getLogger(__name__)
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+# Read access too: fencing a torn tail reads the file's last byte.
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_WRITE_ONLY_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _FILE_MODE = 0o600
 _RETRY_AFTER_S = 1.0  # after a failed open or write, the next attempt waits this long
 
@@ -34,11 +36,19 @@ def _safe_component(text: str) -> str:
 
 
 def fence_torn_tail(fd: int) -> bool:
-    """If the file's last byte is not a newline (a line torn by a crash), append one. True if fenced."""
+    """If the file's last byte is not a newline (a line torn by a crash), append one. True if fenced.
+
+    On a descriptor that cannot be read (a shared file we may only write), a newline is appended to
+    any non-empty file: at worst an empty line, which readers skip.
+    """
     size = os.fstat(fd).st_size
     if size == 0:
         return False
-    if os.pread(fd, 1, size - 1) == b"\n":
+    try:
+        last = os.pread(fd, 1, size - 1)
+    except OSError:
+        last = b""
+    if last == b"\n":
         return False
     os.write(fd, b"\n")
     return True
@@ -105,7 +115,10 @@ class RecordWriter:
     def _open(self) -> None:
         path = self._next_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, _OPEN_FLAGS, _FILE_MODE)
+        try:
+            fd = os.open(path, _OPEN_FLAGS, _FILE_MODE)
+        except PermissionError:  # an existing shared file we may append to but not read
+            fd = os.open(path, _WRITE_ONLY_FLAGS, _FILE_MODE)
         if self._explicit is None:
             self._seq += 1  # only once the file exists: failed attempts do not skip numbers
         try:
