@@ -196,10 +196,11 @@ class RecordWriter:
         """fsync what was written (the page cache already survives a process crash).
 
         The fsync runs on a duplicate of the descriptor *outside* the lock: an fsync can take
-        milliseconds, and writers (the application's threads) must not wait for it.
+        milliseconds, and writers (the application's threads) must not wait for it. With fsync
+        ``never`` this does nothing, as ``close`` does.
         """
         with self._lock:
-            if self._fd < 0 or not self._dirty:
+            if self._fd < 0 or not self._dirty or self._fsync == "never":
                 return
             try:
                 fd = os.dup(self._fd)
