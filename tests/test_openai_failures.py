@@ -123,7 +123,7 @@ def test_fault_in_extraction_leaves_the_result_untouched(openai_rig: Rig, monkey
         raise RuntimeError("extractor bug")
 
     monkeypatch.setattr(instrumentation._ChatCall, "extract_response", broken)
-    monkeypatch.setattr(instrumentation._ChatCall, "observe_chunk", broken)
+    monkeypatch.setattr(instrumentation._ChatCall, "on_chunk", broken)
     client = openai_client(openai_rig)
     result = client.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
     assert result.choices[0].message.content == "You said: hi"

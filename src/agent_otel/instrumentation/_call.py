@@ -55,6 +55,8 @@ class LLMCall:
         "metrics",
         "operation",
         "output_tokens",
+        "pending",
+        "plain",
         "provider",
         "request_model",
         "response_model",
@@ -74,8 +76,10 @@ class LLMCall:
         server_address: str | None,
         server_port: int | None,
         capture: bool,
+        plain: bool = False,
     ) -> None:
         self.handle = handle
+        self.plain = plain
         self.metrics = metrics
         self.operation = operation
         self.provider = provider
@@ -88,7 +92,29 @@ class LLMCall:
         self.response_model: str | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        self.pending: dict[str, Any] = {}
         self.ended = False
+
+    # -- attributes -----------------------------------------------------------------------------
+    def put(self, key: str, value: Any) -> None:
+        """Queue one span attribute (None ignored); all queued ones are set in one SDK call at the end."""
+        if value is not None:
+            self.pending[key] = value
+
+    def put_response(self, model: Any, response_id: Any, finish_reasons: list[str] | None) -> None:
+        """Queue ``gen_ai.response.{model,id,finish_reasons}``."""
+        if model:
+            self.pending[attrs.GEN_AI_RESPONSE_MODEL] = str(model)
+        if response_id:
+            self.pending[attrs.GEN_AI_RESPONSE_ID] = str(response_id)
+        if finish_reasons:
+            self.pending[attrs.GEN_AI_RESPONSE_FINISH_REASONS] = finish_reasons
+
+    def put_tool_calls(self, ids: list[str] | None, names: list[str] | None) -> None:
+        """Queue the ids and names of the tool calls the model asked for (aligned arrays)."""
+        if names:
+            self.pending[attrs.LLM_TOOL_CALL_NAMES] = names
+            self.pending[attrs.LLM_TOOL_CALL_IDS] = ids or []
 
     # -- extraction hooks (subclasses) ----------------------------------------------------------
     def extract_response(self, response: Any) -> None:
@@ -111,7 +137,7 @@ class LLMCall:
                 error_type = error_type_for(exc)
                 status = getattr(exc, "status_code", None)
                 if isinstance(status, int):
-                    self.handle.set_attribute(attrs.HTTP_RESPONSE_STATUS_CODE, status)
+                    self.put(attrs.HTTP_RESPONSE_STATUS_CODE, status)
                 self.handle.fail(exc, error_type=error_type)
             finally:
                 self._end(error_type)
@@ -124,7 +150,11 @@ class LLMCall:
         A stream comes back wrapped in a stream proxy (the span ends with the stream); a raw response whose
         body is still unread comes back wrapped in a :class:`RawResponseProxy`; anything else is returned
         as is, after the span ended. Never raises; on an internal failure the original result is returned.
+        ``plain`` calls (neither streamed nor raw, as the request says) skip the probing of the result.
         """
+        if self.plain:
+            self.finish_response(result)
+            return result
         try:
             if hasattr(result, "http_response") and hasattr(result, "parse"):
                 return self._finish_raw(result)
@@ -191,9 +221,15 @@ class LLMCall:
         now = _perf_ns()
         ttfc = None
         handle = self.handle
+        pending = self.pending
         if self.first_chunk_ns is not None:
             ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
-            handle.set_attribute(attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
+            pending[attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
+        if pending and handle.recording:
+            try:
+                handle.span.set_attributes(pending)  # one SDK call for all of them
+            except Exception:
+                _logger.debug("agent-otel: could not set the response attributes", exc_info=True)
         handle.end()
         if self.metrics is not None and handle.owned:
             self.metrics.record(
@@ -217,7 +253,36 @@ class LLMCall:
 
 @guard
 def _json_body(http: Any) -> Any:
-    return http.json()
+    return _view(http.json())
+
+
+class AttrView:
+    """Attribute access to a decoded JSON body, so the same extraction code reads SDK models and raw bodies.
+
+    ``view.usage.prompt_tokens`` is ``body["usage"]["prompt_tokens"]``; a missing key reads as None.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self._value = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _view(self._value.get(name))
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """The underlying JSON object (lets content capture serialise it)."""
+        return self._value
+
+
+def _view(value: Any) -> Any:
+    if isinstance(value, dict):
+        return AttrView(value)
+    if isinstance(value, list):
+        return [_view(item) for item in value]
+    return value
 
 
 class RawResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc]

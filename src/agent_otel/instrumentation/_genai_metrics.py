@@ -33,6 +33,8 @@ TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 DURATION_BUCKETS: tuple[float, ...] = tuple(round(0.01 * 2**i, 2) for i in range(14))
 TOKEN_BUCKETS: tuple[int, ...] = tuple(4**i for i in range(14))
 
+_MAX_LABEL_SETS = 1024
+
 TOKEN_TYPE_INPUT = "input"
 TOKEN_TYPE_OUTPUT = "output"
 
@@ -40,9 +42,11 @@ TOKEN_TYPE_OUTPUT = "output"
 class GenAIMetrics:
     """The three client histograms. ``record`` never raises."""
 
-    __slots__ = ("duration", "time_to_first_chunk", "token_usage")
+    __slots__ = ("_labels", "duration", "time_to_first_chunk", "token_usage")
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
+        # Label sets are few (low cardinality by design): build each once, reuse it for every record.
+        self._labels: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         meter = metrics.get_meter(METER_NAME, __version__, meter_provider=meter_provider)
         self.duration: Histogram = meter.create_histogram(
             OPERATION_DURATION,
@@ -80,6 +84,25 @@ class GenAIMetrics:
         time_to_first_chunk_s: float | None = None,
     ) -> None:
         """Record one finished call. Token histograms only get the counts that are known."""
+        key = (operation, provider, request_model, response_model, server_address, server_port, error_type)
+        cached = self._labels.get(key)
+        if cached is None:
+            cached = self._label_sets(key)
+        labels, input_labels, output_labels = cached
+        self.duration.record(duration_s, labels)
+        if time_to_first_chunk_s is not None:
+            self.time_to_first_chunk.record(time_to_first_chunk_s, labels)
+        if error_type:
+            return
+        if input_tokens is not None:
+            self.token_usage.record(input_tokens, input_labels)
+        if output_tokens is not None:
+            self.token_usage.record(output_tokens, output_labels)
+
+    def _label_sets(
+        self, key: tuple[Any, ...]
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        operation, provider, request_model, response_model, server_address, server_port, error_type = key
         labels: dict[str, Any] = {
             attrs.GEN_AI_OPERATION_NAME: operation,
             attrs.GEN_AI_PROVIDER_NAME: provider,
@@ -94,12 +117,12 @@ class GenAIMetrics:
             labels[attrs.SERVER_PORT] = server_port
         if error_type:
             labels[attrs.ERROR_TYPE] = error_type
-        self.duration.record(duration_s, labels)
-        if time_to_first_chunk_s is not None:
-            self.time_to_first_chunk.record(time_to_first_chunk_s, labels)
-        if error_type:
-            return
-        if input_tokens is not None:
-            self.token_usage.record(input_tokens, {**labels, attrs.GEN_AI_TOKEN_TYPE: TOKEN_TYPE_INPUT})
-        if output_tokens is not None:
-            self.token_usage.record(output_tokens, {**labels, attrs.GEN_AI_TOKEN_TYPE: TOKEN_TYPE_OUTPUT})
+        sets = (
+            labels,
+            {**labels, attrs.GEN_AI_TOKEN_TYPE: TOKEN_TYPE_INPUT},
+            {**labels, attrs.GEN_AI_TOKEN_TYPE: TOKEN_TYPE_OUTPUT},
+        )
+        if len(self._labels) >= _MAX_LABEL_SETS:
+            self._labels.clear()
+        self._labels[key] = sets
+        return sets

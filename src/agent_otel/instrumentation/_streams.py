@@ -40,13 +40,6 @@ class StreamObserver(Protocol):
         """The stream is over (called exactly once). ``error``: what ended it abnormally, if anything."""
 
 
-def _report_chunk(observer: StreamObserver, chunk: Any) -> None:
-    try:
-        observer.on_chunk(chunk)
-    except Exception:
-        _logger.debug("agent-otel: stream chunk extraction failed", exc_info=True)
-
-
 def _report_end(observer: StreamObserver, error: BaseException | None) -> None:
     try:
         observer.on_end(error)
@@ -59,41 +52,68 @@ def exit_error(exc: BaseException | None) -> BaseException | None:
     return exc if isinstance(exc, _INTERRUPTIONS) else None
 
 
+class _End:
+    """Reports the end of one stream exactly once. Shared by a proxy and its chunk generator (no cycle)."""
+
+    __slots__ = ("done", "observer")
+
+    def __init__(self, observer: StreamObserver) -> None:
+        self.observer = observer
+        self.done = False
+
+    def __call__(self, error: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        _report_end(self.observer, error)
+
+
+def _observed(iterator: Any, on_chunk: Any, end: _End) -> Any:
+    """Yield the chunks of ``iterator``, reporting each, then the end (a generator: cheap per chunk)."""
+    try:
+        for chunk in iterator:
+            try:
+                on_chunk(chunk)
+            except Exception:
+                _logger.debug("agent-otel: stream chunk extraction failed", exc_info=True)
+            yield chunk
+    except GeneratorExit:  # closed or collected while suspended: the caller stopped reading
+        end(None)
+        raise
+    except BaseException as exc:  # the stream itself failed
+        end(exc)
+        raise
+    end(None)
+
+
 class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
-    """A synchronous stream that reports its chunks and its end to an observer (see the module docstring)."""
+    """A synchronous stream that reports its chunks and its end to an observer (see the module docstring).
+
+    Iteration runs through one generator over the real stream's iterator (created on first use), so the
+    per-chunk cost is a generator step and the observer call; ``next(proxy)`` steps the same generator.
+    The generator holds no reference to the proxy, so dropping the proxy frees it at once (``__del__``).
+    """
 
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)
-        self._self_observer = observer
-        self._self_done = False
+        self._self_end = _End(observer)
+        self._self_on_chunk = observer.on_chunk
+        self._self_chunks: Any = None
 
-    def _self_finish(self, error: BaseException | None) -> None:
-        if self._self_done:
-            return
-        self._self_done = True
-        _report_end(self._self_observer, error)
-
-    def __iter__(self) -> SyncStreamProxy:
-        return self
+    def __iter__(self) -> Any:
+        chunks = self._self_chunks
+        if chunks is None:
+            chunks = self._self_chunks = _observed(iter(self.__wrapped__), self._self_on_chunk, self._self_end)
+        return chunks
 
     def __next__(self) -> Any:
-        try:
-            chunk = self.__wrapped__.__next__()
-        except StopIteration:
-            self._self_finish(None)
-            raise
-        except BaseException as exc:
-            self._self_finish(exc)
-            raise
-        if not self._self_done:
-            _report_chunk(self._self_observer, chunk)
-        return chunk
+        return next(self.__iter__())
 
     def close(self) -> Any:
         try:
             return self.__wrapped__.close()
         finally:
-            self._self_finish(None)
+            self._self_end(None)
 
     def __enter__(self) -> SyncStreamProxy:
         self.__wrapped__.__enter__()
@@ -103,12 +123,11 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         try:
             return self.__wrapped__.__exit__(exc_type, exc, tb)
         finally:
-            self._self_finish(exit_error(exc))
+            self._self_end(exit_error(exc))
 
     def __del__(self) -> None:
         try:
-            if not self._self_done:
-                self._self_finish(None)
+            self._self_end(None)
         except Exception:  # interpreter shutdown: nothing useful left to do
             pass
 
@@ -119,6 +138,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)
         self._self_observer = observer
+        self._self_on_chunk = observer.on_chunk
         self._self_done = False
 
     def _self_finish(self, error: BaseException | None) -> None:
@@ -140,7 +160,10 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_finish(exc)
             raise
         if not self._self_done:
-            _report_chunk(self._self_observer, chunk)
+            try:
+                self._self_on_chunk(chunk)
+            except Exception:
+                _logger.debug("agent-otel: stream chunk extraction failed", exc_info=True)
         return chunk
 
     async def close(self) -> Any:

@@ -23,6 +23,7 @@ Supported: ``openai >= 1.40`` (the Responses API from the version that has it); 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,9 +46,9 @@ from agent_otel.instrumentation._messages import (
     parse_arguments,
     tool_definitions,
 )
-from agent_otel.instrumentation._safe import guard
 
 _logger = logging.getLogger(__name__)
+_perf_ns = time.perf_counter_ns
 
 PACKAGE = "openai"
 MIN_VERSION = (1, 40, 0)
@@ -152,6 +153,20 @@ def _server_of(client: Any) -> tuple[str | None, int | None, str]:
     return host, port, provider
 
 
+def _is_raw(kwargs: dict[str, Any]) -> bool:
+    """Whether the call goes through ``with_raw_response`` / ``with_streaming_response`` (SDK header)."""
+    headers = kwargs.get("extra_headers")
+    if not headers:
+        return False
+    try:
+        return any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
+    except Exception:
+        return False
+
+
+_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
+
+
 def _start(instance: Any, kwargs: dict[str, Any], operation: str, params: Sequence[tuple[str, str]],
            call_cls: type[_OpenAICall]) -> _OpenAICall:
     host, port, provider = _server_of(instance._client)
@@ -160,31 +175,36 @@ def _start(instance: Any, kwargs: dict[str, Any], operation: str, params: Sequen
         model = None
     stream = kwargs.get("stream") is True
     attributes = _request_attributes(kwargs, params)
+    call_cls.request_attributes(kwargs, attributes)
+    capture = content.capture_enabled()
+    if capture:
+        # On the span from its start, so a crash mid-call still leaves the prompt in the start record.
+        call_cls.request_content(kwargs, attributes)
     handle = spans.start_llm(
         model=model, provider=provider, operation=operation, server_address=host, server_port=port,
         stream=stream, attributes=attributes,
     )
-    capture = handle.recording and content.capture_enabled()
-    call = call_cls(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
-                    server_address=host, server_port=port, capture=capture)
-    if handle.recording:
-        call.record_request(kwargs)
-    return call
+    return call_cls(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
+                    server_address=host, server_port=port, capture=capture and handle.recording,
+                    plain=not stream and not _is_raw(kwargs))
 
 
-@guard
 def _start_chat(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
     return _start(instance, kwargs, Operation.CHAT.value, _CHAT_PARAMS, _ChatCall)
 
 
-@guard
 def _start_responses(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
     return _start(instance, kwargs, Operation.CHAT.value, _RESPONSES_PARAMS, _ResponsesCall)
 
 
-@guard
 def _start_embeddings(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
     return _start(instance, kwargs, Operation.EMBEDDINGS.value, _EMBEDDINGS_PARAMS, _EmbeddingsCall)
+
+
+def _tool_definitions_json(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
+    tools = kwargs.get("tools")
+    if isinstance(tools, (list, tuple)) and tools:
+        out[attrs.GEN_AI_TOOL_DEFINITIONS] = content.to_json(tool_definitions(tools), kind="tool_definitions")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,84 +212,86 @@ def _start_embeddings(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
 
 
 class _OpenAICall(LLMCall):
-    __slots__ = ()
+    """Base of the openai calls (subclasses keep per-call state in their instance dict)."""
 
-    def record_request(self, kwargs: dict[str, Any]) -> None:
-        """Request attributes that need more than a copy (output type, content). Guarded by the caller."""
+    @staticmethod
+    def request_attributes(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
+        """Start attributes that need more than a copy of a request param."""
+
+    @staticmethod
+    def request_content(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
+        """Start attributes with content (only called with content capture on)."""
 
 
-def _set_usage_chat(call: LLMCall, usage: Any) -> None:
+def _put_chat_usage(call: LLMCall, usage: Any) -> None:
     if usage is None:
         return
-    prompt = get_field(usage, "prompt_tokens")
-    completion = get_field(usage, "completion_tokens")
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
     call.input_tokens, call.output_tokens = prompt, completion
-    cached = get_field(get_field(usage, "prompt_tokens_details"), "cached_tokens")
-    reasoning = get_field(get_field(usage, "completion_tokens_details"), "reasoning_tokens")
-    call.handle.set_usage(input_tokens=prompt, output_tokens=completion, cache_read_input_tokens=cached,
-                          reasoning_output_tokens=reasoning)
-
-
-def _set_tool_calls(call: LLMCall, ids: list[str], names: list[str]) -> None:
-    if names:
-        call.handle.set_attribute(attrs.LLM_TOOL_CALL_NAMES, names)
-        call.handle.set_attribute(attrs.LLM_TOOL_CALL_IDS, ids)
+    put = call.put
+    put(attrs.GEN_AI_USAGE_INPUT_TOKENS, prompt)
+    put(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, completion)
+    details = getattr(usage, "prompt_tokens_details", None)
+    if details is not None:
+        put(attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, getattr(details, "cached_tokens", None))
+    details = getattr(usage, "completion_tokens_details", None)
+    if details is not None:
+        put(attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, getattr(details, "reasoning_tokens", None))
 
 
 class _ChatCall(_OpenAICall):
     """chat.completions: whole responses and ``ChatCompletionChunk`` streams."""
 
-    __slots__ = ("acc_args", "acc_text", "finish_by_index", "response_id", "tool_ids", "tool_names", "usage")
+    # Stream accumulators: class-level defaults, so a non-streamed call never initialises them.
+    response_id: str | None = None
+    finish_by_index: dict[int, str] | None = None
+    tool_ids: list[str] | None = None
+    tool_names: list[str] | None = None
+    usage: Any = None
+    acc_text: dict[int, list[str]] | None = None
+    acc_args: dict[tuple[int, int], list[Any]] | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.response_id: str | None = None
-        self.finish_by_index: dict[int, str] | None = None
-        self.tool_ids: list[str] | None = None
-        self.tool_names: list[str] | None = None
-        self.usage: Any = None
-        self.acc_text: dict[int, list[str]] | None = None
-        self.acc_args: dict[tuple[int, int], list[Any]] | None = None
+    @staticmethod
+    def request_attributes(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
+        response_format = kwargs.get("response_format")
+        if response_format is not None:
+            output_type = _output_type(response_format)
+            if output_type:
+                out[attrs.GEN_AI_OUTPUT_TYPE] = output_type
 
-    def record_request(self, kwargs: dict[str, Any]) -> None:
-        handle = self.handle
-        output_type = _output_type(kwargs.get("response_format"))
-        if output_type:
-            handle.set_attribute(attrs.GEN_AI_OUTPUT_TYPE, output_type)
-        if self.capture:
-            handle.set_attribute(attrs.GEN_AI_INPUT_MESSAGES, content.to_json(
-                openai_chat_input(kwargs.get("messages")), kind="input_messages"))
-            tools = kwargs.get("tools")
-            if isinstance(tools, (list, tuple)) and tools:
-                handle.set_attribute(attrs.GEN_AI_TOOL_DEFINITIONS, content.to_json(
-                    tool_definitions(tools), kind="tool_definitions"))
+    @staticmethod
+    def request_content(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
+        out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(openai_chat_input(kwargs.get("messages")),
+                                                           kind="input_messages")
+        _tool_definitions_json(kwargs, out)
 
     def extract_response(self, response: Any) -> None:
-        handle = self.handle
-        choices = get_field(response, "choices") or ()
-        self.response_model = get_field(response, "model")
-        finish = [r for r in (get_field(c, "finish_reason") for c in choices) if r]
-        handle.set_response(model=self.response_model, response_id=get_field(response, "id"),
-                            finish_reasons=finish)
-        _set_usage_chat(self, get_field(response, "usage"))
+        choices = getattr(response, "choices", None) or ()
+        self.response_model = getattr(response, "model", None)
+        finish = [r for r in (getattr(c, "finish_reason", None) for c in choices) if r]
+        self.put_response(self.response_model, getattr(response, "id", None), finish)
+        _put_chat_usage(self, getattr(response, "usage", None))
         ids: list[str] = []
         names: list[str] = []
         for choice in choices:
-            for call in get_field(get_field(choice, "message"), "tool_calls") or ():
-                ids.append(str(get_field(call, "id")))
-                names.append(str(get_field(get_field(call, "function"), "name")))
-        _set_tool_calls(self, ids, names)
-        handle.set_attribute(attrs.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, get_field(response, "system_fingerprint"))
-        handle.set_attribute(attrs.OPENAI_RESPONSE_SERVICE_TIER, get_field(response, "service_tier"))
+            for call in getattr(getattr(choice, "message", None), "tool_calls", None) or ():
+                ids.append(str(getattr(call, "id", None)))
+                names.append(str(getattr(getattr(call, "function", None), "name", None)))
+        self.put_tool_calls(ids, names)
+        self.put(attrs.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, getattr(response, "system_fingerprint", None))
+        self.put(attrs.OPENAI_RESPONSE_SERVICE_TIER, getattr(response, "service_tier", None))
         if self.capture:
-            handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES,
-                                 content.to_json(openai_chat_output(choices), kind="output_messages"))
+            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(openai_chat_output(choices),
+                                                                   kind="output_messages"))
 
-    def observe_chunk(self, chunk: Any) -> None:
-        if self.response_id is None:
+    def on_chunk(self, chunk: Any) -> None:
+        # Overrides LLMCall.on_chunk (no observe_chunk indirection: this runs once per chunk).
+        if self.first_chunk_ns is None:
+            self.first_chunk_ns = _perf_ns()
             self.response_id = chunk.id
             self.response_model = chunk.model
-        usage = getattr(chunk, "usage", None)
+        usage = chunk.usage
         if usage is not None:
             self.usage = usage
         for choice in chunk.choices:
@@ -310,15 +332,12 @@ class _ChatCall(_OpenAICall):
                         entry[2].append(fn.arguments)
 
     def complete_stream(self) -> None:
-        handle = self.handle
         finish = [r for _, r in sorted(self.finish_by_index.items())] if self.finish_by_index else None
-        handle.set_response(model=self.response_model, response_id=self.response_id, finish_reasons=finish)
-        _set_usage_chat(self, self.usage)
-        if self.tool_ids:
-            _set_tool_calls(self, self.tool_ids, self.tool_names or [])
+        self.put_response(self.response_model, self.response_id, finish)
+        _put_chat_usage(self, self.usage)
+        self.put_tool_calls(self.tool_ids, self.tool_names)
         if self.capture:
-            handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES,
-                                 content.to_json(self._stream_output(), kind="output_messages"))
+            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(self._stream_output(), kind="output_messages"))
 
     def _stream_output(self) -> list[dict[str, Any]]:
         indexes = set(self.acc_text or ()) | {i for i, _ in self.acc_args or ()} | set(self.finish_by_index or ())
@@ -345,70 +364,61 @@ _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content
 class _ResponsesCall(_OpenAICall):
     """responses: whole ``Response`` objects and typed event streams (the final event has the response)."""
 
-    __slots__ = ("final", "started")
+    final: Any = None
+    started: Any = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.final: Any = None
-        self.started: Any = None
-
-    def record_request(self, kwargs: dict[str, Any]) -> None:
-        handle = self.handle
+    @staticmethod
+    def request_attributes(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
         text = kwargs.get("text")
         kind = get_field(get_field(text, "format"), "type") if text is not None else None
-        if kind in ("json_schema", "json_object"):
-            handle.set_attribute(attrs.GEN_AI_OUTPUT_TYPE, "json")
-        elif kwargs.get("text_format") is not None and isinstance(kwargs.get("text_format"), type):
-            handle.set_attribute(attrs.GEN_AI_OUTPUT_TYPE, "json")
-        if self.capture:
-            instructions = kwargs.get("instructions")
-            if isinstance(instructions, str):
-                handle.set_attribute(attrs.GEN_AI_SYSTEM_INSTRUCTIONS, content.to_json(
-                    [{"type": "text", "content": instructions}], kind="system_instructions"))
-            handle.set_attribute(attrs.GEN_AI_INPUT_MESSAGES, content.to_json(
-                openai_responses_input(kwargs.get("input")), kind="input_messages"))
-            tools = kwargs.get("tools")
-            if isinstance(tools, (list, tuple)) and tools:
-                handle.set_attribute(attrs.GEN_AI_TOOL_DEFINITIONS, content.to_json(
-                    tool_definitions(tools), kind="tool_definitions"))
+        if kind in ("json_schema", "json_object") or isinstance(kwargs.get("text_format"), type):
+            out[attrs.GEN_AI_OUTPUT_TYPE] = "json"
+
+    @staticmethod
+    def request_content(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
+        instructions = kwargs.get("instructions")
+        if isinstance(instructions, str):
+            out[attrs.GEN_AI_SYSTEM_INSTRUCTIONS] = content.to_json(
+                [{"type": "text", "content": instructions}], kind="system_instructions")
+        out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(openai_responses_input(kwargs.get("input")),
+                                                           kind="input_messages")
+        _tool_definitions_json(kwargs, out)
 
     def extract_response(self, response: Any) -> None:
-        handle = self.handle
-        output = get_field(response, "output") or ()
+        output = getattr(response, "output", None) or ()
         ids: list[str] = []
         names: list[str] = []
         for item in output:
-            if get_field(item, "type") == "function_call":
-                ids.append(str(get_field(item, "call_id")))
-                names.append(str(get_field(item, "name")))
-        status = get_field(response, "status")
+            if getattr(item, "type", None) == "function_call":
+                ids.append(str(getattr(item, "call_id", None)))
+                names.append(str(getattr(item, "name", None)))
+        status = getattr(response, "status", None)
         if status == "completed":
             finish: str | None = "tool_calls" if names else "stop"
         elif status == "incomplete":
-            reason = get_field(get_field(response, "incomplete_details"), "reason")
+            reason = getattr(getattr(response, "incomplete_details", None), "reason", None)
             finish = _INCOMPLETE_REASONS.get(reason, str(reason or "incomplete"))
         elif status:
             finish = "error" if status == "failed" else str(status)
         else:
             finish = None
-        self.response_model = get_field(response, "model")
-        handle.set_response(model=self.response_model, response_id=get_field(response, "id"),
-                            finish_reasons=[finish] if finish else None)
-        usage = get_field(response, "usage")
+        self.response_model = getattr(response, "model", None)
+        self.put_response(self.response_model, getattr(response, "id", None), [finish] if finish else None)
+        usage = getattr(response, "usage", None)
         if usage is not None:
-            self.input_tokens = get_field(usage, "input_tokens")
-            self.output_tokens = get_field(usage, "output_tokens")
-            handle.set_usage(
-                input_tokens=self.input_tokens,
-                output_tokens=self.output_tokens,
-                cache_read_input_tokens=get_field(get_field(usage, "input_tokens_details"), "cached_tokens"),
-                reasoning_output_tokens=get_field(get_field(usage, "output_tokens_details"), "reasoning_tokens"),
-            )
-        _set_tool_calls(self, ids, names)
-        handle.set_attribute(attrs.OPENAI_RESPONSE_SERVICE_TIER, get_field(response, "service_tier"))
+            self.input_tokens = getattr(usage, "input_tokens", None)
+            self.output_tokens = getattr(usage, "output_tokens", None)
+            self.put(attrs.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens)
+            self.put(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens)
+            self.put(attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+                     getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None))
+            self.put(attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+                     getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None))
+        self.put_tool_calls(ids, names)
+        self.put(attrs.OPENAI_RESPONSE_SERVICE_TIER, getattr(response, "service_tier", None))
         if self.capture:
-            handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
-                openai_responses_output(output, finish), kind="output_messages"))
+            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(openai_responses_output(output, finish),
+                                                                   kind="output_messages"))
 
     def on_chunk(self, chunk: Any) -> None:
         kind = getattr(chunk, "type", None)
@@ -425,33 +435,31 @@ class _ResponsesCall(_OpenAICall):
         if self.final is not None:
             self.extract_response(self.final)
         elif self.started is not None:
-            self.response_model = get_field(self.started, "model")
-            self.handle.set_response(model=self.response_model, response_id=get_field(self.started, "id"))
+            self.response_model = getattr(self.started, "model", None)
+            self.put_response(self.response_model, getattr(self.started, "id", None), None)
 
 
 class _EmbeddingsCall(_OpenAICall):
     """embeddings.create: model, input tokens, dimension count."""
 
-    __slots__ = ()
-
-    def record_request(self, kwargs: dict[str, Any]) -> None:
+    @staticmethod
+    def request_attributes(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
         encoding = kwargs.get("encoding_format")
         if isinstance(encoding, str):
-            self.handle.set_attribute(attrs.GEN_AI_REQUEST_ENCODING_FORMATS, [encoding])
+            out[attrs.GEN_AI_REQUEST_ENCODING_FORMATS] = [encoding]
 
     def extract_response(self, response: Any) -> None:
-        handle = self.handle
-        self.response_model = get_field(response, "model")
-        handle.set_response(model=self.response_model)
-        usage = get_field(response, "usage")
+        self.response_model = getattr(response, "model", None)
+        self.put_response(self.response_model, None, None)
+        usage = getattr(response, "usage", None)
         if usage is not None:
-            self.input_tokens = get_field(usage, "prompt_tokens")
-            handle.set_usage(input_tokens=self.input_tokens)
-        data = get_field(response, "data")
+            self.input_tokens = getattr(usage, "prompt_tokens", None)
+            self.put(attrs.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens)
+        data = getattr(response, "data", None)
         if data:
-            vector = get_field(data[0], "embedding")
+            vector = getattr(data[0], "embedding", None)
             if isinstance(vector, list):
-                handle.set_attribute(attrs.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, len(vector))
+                self.put(attrs.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, len(vector))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -460,7 +468,11 @@ class _EmbeddingsCall(_OpenAICall):
 
 def _sync_wrapper(start: Callable[[Any, dict[str, Any]], LLMCall | None]) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call = start(instance, kwargs)
+        try:
+            call = start(instance, kwargs)
+        except Exception:
+            _logger.debug("agent-otel: could not start the LLM span; call not traced", exc_info=True)
+            call = None
         if call is None:
             return wrapped(*args, **kwargs)
         # Equivalent to ``with call.handle.activate():`` (the handle's context marks the LLM call active),
@@ -480,7 +492,11 @@ def _sync_wrapper(start: Callable[[Any, dict[str, Any]], LLMCall | None]) -> Cal
 
 def _async_wrapper(start: Callable[[Any, dict[str, Any]], LLMCall | None]) -> Callable[..., Any]:
     async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call = start(instance, kwargs)
+        try:
+            call = start(instance, kwargs)
+        except Exception:
+            _logger.debug("agent-otel: could not start the LLM span; call not traced", exc_info=True)
+            call = None
         if call is None:
             return await wrapped(*args, **kwargs)
         token = context_api.attach(call.handle.context)
