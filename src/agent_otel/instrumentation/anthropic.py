@@ -181,6 +181,7 @@ def _plan(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> tuple[_Mess
     if not isinstance(model, str):
         model = None
     attributes = _request_attributes(kwargs)
+    capture = content.capture_enabled()
     sdk = _sdk_tracing(client)
     policy = getattr(get_settings(), "anthropic_sdk_spans", "auto")
     adopt = sdk != _SDK_OFF and (policy == "keep" or (policy == "auto" and sdk == _SDK_EXPLICIT))
@@ -194,16 +195,41 @@ def _plan(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> tuple[_Mess
             sdk_plan[attrs.GEN_AI_CONVERSATION_ID] = session.conversation_id
         handle = spans.SpanHandle(INVALID_SPAN, Category.LLM, context_api.get_current())
     else:
+        if capture:
+            _request_content(kwargs, attributes)
         handle = spans.start_llm(model=model, provider=provider, operation=operation, server_address=host,
                                  server_port=port, stream=stream, attributes=attributes)
         if sdk != _SDK_OFF and not adopt:
             sdk_plan = _SUPPRESS
-    capture = handle.recording and content.capture_enabled()
-    call = _MessagesCall(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
-                         server_address=host, server_port=port, capture=capture)
-    if capture:
-        call.record_request(kwargs)
-    return call, sdk_plan
+    return _MessagesCall(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
+                         server_address=host, server_port=port, capture=capture and handle.recording,
+                         plain=not stream and not _is_raw(kwargs)), sdk_plan
+
+
+_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
+
+
+def _is_raw(kwargs: Mapping[str, Any]) -> bool:
+    """Whether the call goes through ``with_raw_response`` / ``with_streaming_response`` (SDK header)."""
+    headers = kwargs.get("extra_headers")
+    if not headers:
+        return False
+    try:
+        return any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
+    except Exception:
+        return False
+
+
+def _request_content(kwargs: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """Content attributes of the request (content capture on): on the span from its start."""
+    system = anthropic_system(kwargs.get("system"))
+    if system:
+        out[attrs.GEN_AI_SYSTEM_INSTRUCTIONS] = content.to_json(system, kind="system_instructions")
+    out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(anthropic_input(kwargs.get("messages")),
+                                                       kind="input_messages")
+    tools = kwargs.get("tools")
+    if isinstance(tools, (list, tuple)) and tools:
+        out[attrs.GEN_AI_TOOL_DEFINITIONS] = content.to_json(tool_definitions(tools), kind="tool_definitions")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,31 +239,14 @@ def _plan(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> tuple[_Mess
 class _MessagesCall(LLMCall):
     """messages: whole ``Message`` objects and raw message event streams."""
 
-    __slots__ = ("blocks", "cache_creation", "cache_read", "raw_input", "response_id", "stop_reason",
-                 "tool_ids", "tool_names")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.response_id: str | None = None
-        self.stop_reason: str | None = None
-        self.raw_input: int | None = None
-        self.cache_read: int | None = None
-        self.cache_creation: int | None = None
-        self.tool_ids: list[str] | None = None
-        self.tool_names: list[str] | None = None
-        self.blocks: list[dict[str, Any]] | None = None
-
-    def record_request(self, kwargs: Mapping[str, Any]) -> None:
-        handle = self.handle
-        system = anthropic_system(kwargs.get("system"))
-        if system:
-            handle.set_attribute(attrs.GEN_AI_SYSTEM_INSTRUCTIONS, content.to_json(system, kind="system_instructions"))
-        handle.set_attribute(attrs.GEN_AI_INPUT_MESSAGES, content.to_json(
-            anthropic_input(kwargs.get("messages")), kind="input_messages"))
-        tools = kwargs.get("tools")
-        if isinstance(tools, (list, tuple)) and tools:
-            handle.set_attribute(attrs.GEN_AI_TOOL_DEFINITIONS, content.to_json(
-                tool_definitions(tools), kind="tool_definitions"))
+    response_id: str | None = None
+    stop_reason: str | None = None
+    raw_input: int | None = None
+    cache_read: int | None = None
+    cache_creation: int | None = None
+    tool_ids: list[str] | None = None
+    tool_names: list[str] | None = None
+    blocks: list[dict[str, Any]] | None = None
 
     def _usage(self, usage: Any, *, output: bool = True) -> None:
         if usage is None:
@@ -257,17 +266,15 @@ class _MessagesCall(LLMCall):
                 self.output_tokens = tokens
 
     def _record(self) -> None:
-        handle = self.handle
         if self.raw_input is not None:
             self.input_tokens = self.raw_input + (self.cache_read or 0) + (self.cache_creation or 0)
-        handle.set_response(model=self.response_model, response_id=self.response_id,
-                            finish_reasons=[self.stop_reason] if self.stop_reason else None)
-        handle.set_usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                         cache_read_input_tokens=self.cache_read,
-                         cache_creation_input_tokens=self.cache_creation)
-        if self.tool_ids:
-            handle.set_attribute(attrs.LLM_TOOL_CALL_NAMES, self.tool_names)
-            handle.set_attribute(attrs.LLM_TOOL_CALL_IDS, self.tool_ids)
+        self.put_response(self.response_model, self.response_id, [self.stop_reason] if self.stop_reason else None)
+        put = self.put
+        put(attrs.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens)
+        put(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens)
+        put(attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self.cache_read)
+        put(attrs.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, self.cache_creation)
+        self.put_tool_calls(self.tool_ids, self.tool_names)
 
     def extract_response(self, response: Any) -> None:
         self.response_id = get_field(response, "id")
@@ -284,10 +291,10 @@ class _MessagesCall(LLMCall):
         self._record()
         request_id = getattr(response, "_request_id", None)
         if isinstance(request_id, str):
-            self.handle.set_attribute(attrs.ANTHROPIC_REQUEST_ID, request_id)
+            self.put(attrs.ANTHROPIC_REQUEST_ID, request_id)
         if self.capture:
-            self.handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
-                anthropic_output(blocks, self.stop_reason), kind="output_messages"))
+            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(anthropic_output(blocks, self.stop_reason),
+                                                                   kind="output_messages"))
 
     def on_chunk(self, chunk: Any) -> None:
         kind = getattr(chunk, "type", None)
@@ -338,7 +345,7 @@ class _MessagesCall(LLMCall):
                     parts.append({"type": "reasoning", "content": "".join(block["text"])})
                 else:
                     parts.append({"type": "text", "content": "".join(block["text"])})
-            self.handle.set_attribute(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
+            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
                 [{"role": "assistant", "parts": parts, "finish_reason": self.stop_reason}],
                 kind="output_messages"))
 
