@@ -85,7 +85,13 @@ def main() -> None:
             with agent_otel.node("think", step=1) as node:
                 with agent_otel.llm("fake-model", provider="fake") as call:
                     call.set_usage(input_tokens=3, output_tokens=5)
-                    open_ids = {h.span.name: _span_id(h) for h in (run, loose, node, call)}
+                    handles = {
+                        "invoke_agent crash-agent": run,
+                        "execute_tool loose": loose,
+                        "node think": node,
+                        "chat fake-model": call,
+                    }
+                    open_ids = {name: _span_id(h) for name, h in handles.items()}
                     print("ready " + json.dumps(open_ids), flush=True)
                     _act(mode, agent_otel)
             loose.end()
