@@ -113,7 +113,7 @@ def _variants(tmp: Path) -> dict[str, Callable[[], list[SpanProcessor]]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spans", type=int, default=20_000, help="spans per measurement (default 20000)")
+    parser.add_argument("--spans", type=int, default=10_000, help="spans per measurement (default 10000)")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     args = parser.parse_args(argv)
 
