@@ -130,6 +130,27 @@ def _send(sig: int, delay: float = 0.0) -> Callable[[Run], None]:
     return act
 
 
+def _send_after(marker: bytes, sig: int) -> Callable[[Run], None]:
+    """Wait (bounded) for a further stdout line starting with ``marker``, then send ``sig``."""
+
+    def act(run: Run) -> None:
+        assert run.proc is not None and run.proc.stdout is not None
+        fd = run.proc.stdout.fileno()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while marker not in run.stdout.encode():
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"[{run.name}] no {marker!r} line"
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if readable:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                run.stdout += chunk.decode(errors="replace")
+        run.proc.send_signal(sig)
+
+    return act
+
+
 def _base_env(run_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_OTEL_", "OTEL_"))}
     env.pop("PYTHONPATH", None)
@@ -190,6 +211,13 @@ def _scenarios(root: Path) -> list[Run]:
         run("os_exit", "exit"),
         run("sigkill_while_writing", "spin", _send(signal.SIGKILL, delay=0.3)),
         run("fork", "fork"),
+        run("sigterm_during_exit_hooks", "slow_exit", _send_after(b"exiting", signal.SIGTERM)),
+        run(
+            "sigterm_during_exit_hooks_no_threads",
+            "slow_exit",
+            _send_after(b"exiting", signal.SIGTERM),
+            CRASH_NO_THREADS_AT_EXIT="1",
+        ),
     ]
 
     # Bad settings: a warning, and the app runs to the end.
@@ -461,3 +489,14 @@ def test_processes_appending_to_one_file_never_interleave(runs: dict[str, Run]) 
         tools = {r.name for r in record.recs if r.name.startswith(f"execute_tool spam-p{i}-")}
         assert len(tools) == SHARED_SPANS
     assert file_mode(Path(path)) == 0o600
+
+
+@pytest.mark.parametrize("name", ["sigterm_during_exit_hooks", "sigterm_during_exit_hooks_no_threads"])
+def test_sigterm_while_exit_hooks_run_still_kills_by_sigterm(runs: dict[str, Run], name: str) -> None:
+    """A SIGTERM while exit hooks run (an OTLP flush to a collector that is down, say) ends the
+    process by SIGTERM, also where no thread can be started then (Python >= 3.12)."""
+    run = runs[name]
+    assert run.returncode == -signal.SIGTERM, run.describe()
+    assert "Exception ignored" not in run.stderr, run.describe()
+    assert run.elapsed < 25, run.elapsed  # the 30 s exit hook was cut short
+    _assert_complete(run.record(), {*OPEN_NAMES, *(f"execute_tool done-{i}" for i in range(DONE))})

@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from agent_otel.jsonl.processor import JsonlSpanProcessor
 
@@ -43,8 +43,8 @@ class _Registry:
     Processors are held weakly, and the hooks are installed once per process.
     """
 
-    processors: weakref.WeakSet[JsonlSpanProcessor] = weakref.WeakSet()
-    providers: weakref.WeakSet[Any] = weakref.WeakSet()
+    processors: ClassVar[weakref.WeakSet[JsonlSpanProcessor]] = weakref.WeakSet()
+    providers: ClassVar[weakref.WeakSet[Any]] = weakref.WeakSet()
     reason: str | None = None
     installed = False
     previous_excepthook: Callable[..., Any] | None = None
@@ -87,8 +87,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         _flush_providers(_FLUSH_BUDGET_MS)
 
     worker = threading.Thread(target=work, name="agent-otel-sigterm", daemon=True)
-    worker.start()
-    worker.join(_HANDLER_BUDGET_S)
+    try:
+        worker.start()
+    except RuntimeError:
+        # Python >= 3.12 refuses new threads once the interpreter is shutting down (a SIGTERM while
+        # atexit hooks run, e.g. an OTLP flush to a collector that is down). Raising here would abort
+        # that hook and turn "killed by SIGTERM" into a normal exit; carry on with the action instead.
+        _logger.debug("agent-otel: no thread at interpreter shutdown; open spans left as they are")
+    else:
+        worker.join(_HANDLER_BUDGET_S)
 
     if callable(previous):
         previous(signum, frame)

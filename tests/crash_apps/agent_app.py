@@ -17,7 +17,9 @@ Modes, after ``ready`` is printed (with spans open):
 - ``spin``: keep writing spans until killed;
 - ``fork``: fork a child that records its own span and exits with ``sys.exit`` inside the parent's
   open spans; the parent then ends its spans normally;
-- ``plain``: end everything normally.
+- ``plain``: end everything normally;
+- ``slow_exit``: end everything normally, then print ``exiting`` from a slow exit hook (the test sends
+  SIGTERM then); ``CRASH_NO_THREADS_AT_EXIT=1`` makes threads unavailable there, as Python >= 3.12 does.
 ``spam`` writes ``CRASH_SPANS`` spans (no ``ready``) — several of these share one explicit file.
 
 The ``ready`` line is ``ready <json>``: the names and span ids of the spans open at that moment.
@@ -25,10 +27,12 @@ The ``ready`` line is ``ready <json>``: the names and span ids of the spans open
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -37,6 +41,18 @@ def _user_handler(signum: int, frame: Any) -> None:
     with open(os.environ["CRASH_MARKER"], "w", encoding="utf-8") as fh:
         fh.write(f"handled {signum}\n")
     sys.exit(143)
+
+
+def _slow_exit_hook() -> None:
+    """An exit hook that takes its time (think: flushing to a collector that is down)."""
+    if os.environ.get("CRASH_NO_THREADS_AT_EXIT") == "1":
+        # What Python >= 3.12 does at interpreter shutdown: no new threads.
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        threading.Thread.start = refuse  # type: ignore[method-assign]
+    print("exiting", flush=True)
+    time.sleep(30)
 
 
 def _span_id(handle: Any) -> str:
@@ -119,6 +135,8 @@ def _act(mode: str, agent_otel: Any) -> None:
             sys.exit(0)  # leaves the parent's with-blocks (in this child) by SystemExit
         _, status = os.waitpid(pid, 0)
         print(f"child {os.waitstatus_to_exitcode(status)}", flush=True)
+    elif mode == "slow_exit":
+        atexit.register(_slow_exit_hook)  # runs before agent-otel's own exit hook (last in, first out)
     elif mode == "plain":
         for i in range(int(os.environ.get("CRASH_SPANS", "3"))):
             with agent_otel.tool(f"plain-{i}"):
