@@ -34,11 +34,18 @@ CALC_TOOL_OPENAI = {
     "type": "function",
     "function": {
         "name": "calculator",
-        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "required": ["expression"],
+        },
     },
 }
-WEATHER_TOOL_RESPONSES = {"type": "function", "name": "get_weather", **{
-    k: v for k, v in WEATHER_TOOL_OPENAI["function"].items() if k != "name"}}  # type: ignore[union-attr]
+WEATHER_TOOL_RESPONSES = {
+    "type": "function",
+    "name": "get_weather",
+    **{k: v for k, v in WEATHER_TOOL_OPENAI["function"].items() if k != "name"},
+}  # type: ignore[union-attr]
 WEATHER_TOOL_ANTHROPIC = {
     "name": "get_weather",
     "description": "Weather of a city",

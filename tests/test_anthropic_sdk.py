@@ -39,10 +39,21 @@ def _create(client: Any, text: str = "hi", **kwargs: Any) -> Any:
 
 
 def test_create_span_attributes_and_tool_use(anthropic_rig: Rig) -> None:
-    anthropic_rig.server.script(Reply.tool_call("get_weather", {"city": "Oslo"}, usage=Usage(
-        input_tokens=10, output_tokens=4, cached_input_tokens=100, cache_creation_input_tokens=20)))
-    message = _create(anthropic_client(anthropic_rig), "weather in Oslo?", tools=[WEATHER_TOOL_ANTHROPIC],
-                      stop_sequences=["STOP"])
+    anthropic_rig.server.script(
+        Reply.tool_call(
+            "get_weather",
+            {"city": "Oslo"},
+            usage=Usage(
+                input_tokens=10, output_tokens=4, cached_input_tokens=100, cache_creation_input_tokens=20
+            ),
+        )
+    )
+    message = _create(
+        anthropic_client(anthropic_rig),
+        "weather in Oslo?",
+        tools=[WEATHER_TOOL_ANTHROPIC],
+        stop_sequences=["STOP"],
+    )
     span = anthropic_rig.one_llm()
     assert span.name == "chat claude-test-1" and span.kind is SpanKind.CLIENT
     assert span.instrumentation_scope.name == "agent_otel"
@@ -56,7 +67,9 @@ def test_create_span_attributes_and_tool_use(anthropic_rig: Rig) -> None:
     assert a[attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 100
     assert a[attrs.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == 20
     assert a[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == 4
-    assert a[attrs.LLM_TOOL_CALL_NAMES] == ("get_weather",) and a[attrs.LLM_TOOL_CALL_IDS] == (message.content[0].id,)
+    assert a[attrs.LLM_TOOL_CALL_NAMES] == ("get_weather",) and a[attrs.LLM_TOOL_CALL_IDS] == (
+        message.content[0].id,
+    )
     assert a[attrs.ANTHROPIC_REQUEST_ID].startswith("req_")
     assert attrs.GEN_AI_INPUT_MESSAGES not in a and not any("Oslo" in str(v) for v in a.values())
 
@@ -64,33 +77,51 @@ def test_create_span_attributes_and_tool_use(anthropic_rig: Rig) -> None:
 def test_content_capture(anthropic_rig: Rig, capture_content: None) -> None:
     messages = [
         {"role": "user", "content": "weather in Oslo?"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-                                           "input": {"city": "Oslo"}}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+            ],
+        },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Snow"}]},
     ]
     client = anthropic_client(anthropic_rig)
-    client.messages.create(model="claude-test-1", max_tokens=64, system="Be brief.", messages=messages,
-                           tools=[WEATHER_TOOL_ANTHROPIC])
+    client.messages.create(
+        model="claude-test-1",
+        max_tokens=64,
+        system="Be brief.",
+        messages=messages,
+        tools=[WEATHER_TOOL_ANTHROPIC],
+    )
     a = anthropic_rig.one_llm().attributes
     assert json.loads(a[attrs.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "Be brief."}]
     inputs = json.loads(a[attrs.GEN_AI_INPUT_MESSAGES])
-    assert inputs[1]["parts"] == [{"type": "tool_call", "id": "toolu_1", "name": "get_weather",
-                                   "arguments": {"city": "Oslo"}}]
+    assert inputs[1]["parts"] == [
+        {"type": "tool_call", "id": "toolu_1", "name": "get_weather", "arguments": {"city": "Oslo"}}
+    ]
     assert inputs[2]["parts"] == [{"type": "tool_call_response", "id": "toolu_1", "response": "Snow"}]
     outputs = json.loads(a[attrs.GEN_AI_OUTPUT_MESSAGES])
-    assert outputs == [{"role": "assistant", "finish_reason": "end_turn", "parts": [
-        {"type": "text", "content": "Here is what I found. get_weather says: Snow."}]}]
+    assert outputs == [
+        {
+            "role": "assistant",
+            "finish_reason": "end_turn",
+            "parts": [{"type": "text", "content": "Here is what I found. get_weather says: Snow."}],
+        }
+    ]
     assert json.loads(a[attrs.GEN_AI_TOOL_DEFINITIONS])[0]["name"] == "get_weather"
 
 
 async def test_async_create_and_metrics(anthropic_rig: Rig) -> None:
-    anthropic_rig.server.script(Reply(text="ok", usage=Usage(input_tokens=3, output_tokens=2,
-                                                             cached_input_tokens=1)))
+    anthropic_rig.server.script(
+        Reply(text="ok", usage=Usage(input_tokens=3, output_tokens=2, cached_input_tokens=1))
+    )
     message = await _create(async_anthropic_client(anthropic_rig))
     assert message.content[0].text == "ok"
     (duration,) = anthropic_rig.points(_genai_metrics.OPERATION_DURATION)
     assert duration.attributes[attrs.GEN_AI_PROVIDER_NAME] == "anthropic" and duration.count == 1
-    tokens = {p.attributes[attrs.GEN_AI_TOKEN_TYPE]: p.sum for p in anthropic_rig.points(_genai_metrics.TOKEN_USAGE)}
+    tokens = {
+        p.attributes[attrs.GEN_AI_TOKEN_TYPE]: p.sum for p in anthropic_rig.points(_genai_metrics.TOKEN_USAGE)
+    }
     assert tokens == {"input": 4, "output": 2}
 
 
@@ -126,8 +157,12 @@ def test_stream_early_break_gc_and_close(anthropic_rig: Rig) -> None:
 
 def test_stream_helper_text_stream_and_final_message(anthropic_rig: Rig, capture_content: None) -> None:
     client = anthropic_client(anthropic_rig)
-    with client.messages.stream(model="claude-test-1", max_tokens=64, messages=user("weather in Oslo?"),
-                                tools=[WEATHER_TOOL_ANTHROPIC]) as stream:
+    with client.messages.stream(
+        model="claude-test-1",
+        max_tokens=64,
+        messages=user("weather in Oslo?"),
+        tools=[WEATHER_TOOL_ANTHROPIC],
+    ) as stream:
         final = stream.get_final_message()
     with client.messages.stream(model="claude-test-1", max_tokens=64, messages=user(LONG)) as stream:
         text = "".join(stream.text_stream)
@@ -137,7 +172,8 @@ def test_stream_helper_text_stream_and_final_message(anthropic_rig: Rig, capture
     assert a[attrs.GEN_AI_RESPONSE_ID] == final.id and a[attrs.LLM_TOOL_CALL_IDS] == (final.content[0].id,)
     assert a[attrs.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_use",) and a[attrs.GEN_AI_REQUEST_STREAM] is True
     assert json.loads(a[attrs.GEN_AI_OUTPUT_MESSAGES])[0]["parts"] == [
-        {"type": "tool_call", "id": final.content[0].id, "name": "get_weather", "arguments": {"city": "Oslo"}}]
+        {"type": "tool_call", "id": final.content[0].id, "name": "get_weather", "arguments": {"city": "Oslo"}}
+    ]
     assert second.attributes[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == 8
 
 
@@ -146,7 +182,10 @@ def test_stream_helper_exit_without_reading(anthropic_rig: Rig) -> None:
     with client.messages.stream(model="claude-test-1", max_tokens=64, messages=user(LONG)):
         pass
     span = anthropic_rig.one_llm()
-    assert span.status.status_code is StatusCode.UNSET and attrs.GEN_AI_RESPONSE_FINISH_REASONS not in span.attributes
+    assert (
+        span.status.status_code is StatusCode.UNSET
+        and attrs.GEN_AI_RESPONSE_FINISH_REASONS not in span.attributes
+    )
 
 
 async def test_async_stream_helper_and_async_stream(anthropic_rig: Rig) -> None:
@@ -164,8 +203,12 @@ async def test_async_stream_helper_and_async_stream(anthropic_rig: Rig) -> None:
 
 
 def test_errors_retries_and_timeouts(anthropic_rig: Rig) -> None:
-    anthropic_rig.server.script(Reply.error(529, retry_after=0.001), Reply.error(400, "nope"), Reply.hang(1.0),
-                                Reply(text=LONG, disconnect_after_chunks=4))
+    anthropic_rig.server.script(
+        Reply.error(529, retry_after=0.001),
+        Reply.error(400, "nope"),
+        Reply.hang(1.0),
+        Reply(text=LONG, disconnect_after_chunks=4),
+    )
     client = anthropic_client(anthropic_rig, max_retries=1)
     with pytest.raises(anthropic.BadRequestError):
         _create(client)
@@ -182,7 +225,9 @@ def test_errors_retries_and_timeouts(anthropic_rig: Rig) -> None:
     assert dropped.attributes[attrs.ERROR_TYPE] == "RemoteProtocolError"
 
 
-def test_one_span_not_two_inside_an_active_llm_handle(anthropic_rig: Rig, global_tracer_provider: Any) -> None:
+def test_one_span_not_two_inside_an_active_llm_handle(
+    anthropic_rig: Rig, global_tracer_provider: Any
+) -> None:
     outer = spans.start_llm(model="claude-test-1", provider="anthropic")
     with outer.activate():
         message = _create(anthropic_client(anthropic_rig))
@@ -195,18 +240,25 @@ def test_one_span_not_two_inside_an_active_llm_handle(anthropic_rig: Rig, global
 # --------------------------------------------------------------------------- the SDK's own tracing
 
 
-def test_default_sdk_tracing_is_replaced_for_traced_calls(anthropic_rig: Rig, global_tracer_provider: Any) -> None:
+def test_default_sdk_tracing_is_replaced_for_traced_calls(
+    anthropic_rig: Rig, global_tracer_provider: Any
+) -> None:
     client = anthropic_client(anthropic_rig)
     assert client._tracer is not None  # the SDK would trace this call
     _create(client)
     list(_create(client, stream=True))
     client.messages.count_tokens(model="claude-test-1", messages=user("hi"))
     by_scope = [(s.instrumentation_scope.name, s.name) for s in anthropic_rig.spans()]
-    assert by_scope == [("agent_otel", "chat claude-test-1"), ("agent_otel", "chat claude-test-1"),
-                        (SDK_SCOPE, "anthropic.messages.count_tokens")]
+    assert by_scope == [
+        ("agent_otel", "chat claude-test-1"),
+        ("agent_otel", "chat claude-test-1"),
+        (SDK_SCOPE, "anthropic.messages.count_tokens"),
+    ]
 
 
-def test_explicitly_configured_sdk_tracing_is_kept_and_adopted(anthropic_rig: Rig, global_tracer_provider: Any) -> None:
+def test_explicitly_configured_sdk_tracing_is_kept_and_adopted(
+    anthropic_rig: Rig, global_tracer_provider: Any
+) -> None:
     client = anthropic_client(anthropic_rig, open_telemetry={"traces": {"content_mode": "content"}})
     agent = spans.start_agent("a")
     with agent.activate():
@@ -220,12 +272,21 @@ def test_explicitly_configured_sdk_tracing_is_kept_and_adopted(anthropic_rig: Ri
     assert len(anthropic_rig.points(_genai_metrics.OPERATION_DURATION)) == 1  # metrics still recorded
 
 
-@pytest.mark.parametrize(("policy", "explicit", "expected_scope"), [
-    ("replace", True, "agent_otel"),
-    ("keep", False, SDK_SCOPE),
-])
-def test_sdk_spans_setting(anthropic_rig: Rig, global_tracer_provider: Any, monkeypatch: pytest.MonkeyPatch,
-                           policy: str, explicit: bool, expected_scope: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "explicit", "expected_scope"),
+    [
+        ("replace", True, "agent_otel"),
+        ("keep", False, SDK_SCOPE),
+    ],
+)
+def test_sdk_spans_setting(
+    anthropic_rig: Rig,
+    global_tracer_provider: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    policy: str,
+    explicit: bool,
+    expected_scope: str,
+) -> None:
     monkeypatch.setenv("AGENT_OTEL_ANTHROPIC_SDK_SPANS", policy)
     config.reload_settings()
     options = {"open_telemetry": {"tracer_provider": global_tracer_provider}} if explicit else {}
@@ -243,7 +304,9 @@ def test_sdk_tracing_off_gives_our_span(anthropic_rig: Rig, global_tracer_provid
 # --------------------------------------------------------------------------- robustness
 
 
-def test_fault_in_extraction_leaves_the_result_untouched(anthropic_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fault_in_extraction_leaves_the_result_untouched(
+    anthropic_rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("extractor bug")
 

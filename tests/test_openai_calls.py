@@ -31,11 +31,24 @@ __all__ = ["_openai_server", "openai_rig"]
 
 def test_chat_create_span_attributes(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
-    openai_rig.server.script(Reply(text="Sure.", usage=Usage(input_tokens=11, output_tokens=7,
-                                                              cached_input_tokens=4, reasoning_tokens=2)))
+    openai_rig.server.script(
+        Reply(
+            text="Sure.",
+            usage=Usage(input_tokens=11, output_tokens=7, cached_input_tokens=4, reasoning_tokens=2),
+        )
+    )
     result = client.chat.completions.create(
-        model="gpt-4o-mini", messages=user("hi"), temperature=0.2, top_p=0.9, max_completion_tokens=50, seed=7,
-        stop=["END"], n=2, frequency_penalty=0.1, presence_penalty=0.3, service_tier="auto",
+        model="gpt-4o-mini",
+        messages=user("hi"),
+        temperature=0.2,
+        top_p=0.9,
+        max_completion_tokens=50,
+        seed=7,
+        stop=["END"],
+        n=2,
+        frequency_penalty=0.1,
+        presence_penalty=0.3,
+        service_tier="auto",
         response_format={"type": "json_object"},
     )
     assert result.choices[0].message.content == "Sure."
@@ -50,7 +63,9 @@ def test_chat_create_span_attributes(openai_rig: Rig) -> None:
     assert a[attrs.GEN_AI_REQUEST_TEMPERATURE] == 0.2 and a[attrs.GEN_AI_REQUEST_TOP_P] == 0.9
     assert a[attrs.GEN_AI_REQUEST_MAX_TOKENS] == 50 and a[attrs.GEN_AI_REQUEST_SEED] == 7
     assert a[attrs.GEN_AI_REQUEST_STOP_SEQUENCES] == ("END",) and a[attrs.GEN_AI_REQUEST_CHOICE_COUNT] == 2
-    assert a[attrs.GEN_AI_REQUEST_FREQUENCY_PENALTY] == 0.1 and a[attrs.GEN_AI_REQUEST_PRESENCE_PENALTY] == 0.3
+    assert (
+        a[attrs.GEN_AI_REQUEST_FREQUENCY_PENALTY] == 0.1 and a[attrs.GEN_AI_REQUEST_PRESENCE_PENALTY] == 0.3
+    )
     assert a[attrs.OPENAI_REQUEST_SERVICE_TIER] == "auto" and a[attrs.GEN_AI_OUTPUT_TYPE] == "json"
     assert attrs.GEN_AI_REQUEST_STREAM not in a
     assert a[attrs.GEN_AI_RESPONSE_ID] == result.id and a[attrs.GEN_AI_RESPONSE_MODEL] == "gpt-4o-mini"
@@ -66,7 +81,8 @@ def test_chat_create_span_attributes(openai_rig: Rig) -> None:
 def test_tool_calls_recorded_ids_and_names_without_content(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
     result = client.chat.completions.create(
-        model="gpt-4o-mini", messages=user("What's the weather in Paris, and 12 * 7?"),
+        model="gpt-4o-mini",
+        messages=user("What's the weather in Paris, and 12 * 7?"),
         tools=[WEATHER_TOOL_OPENAI, CALC_TOOL_OPENAI],
     )
     calls = result.choices[0].message.tool_calls
@@ -83,8 +99,17 @@ def test_content_capture_records_messages_in_semconv_schema(openai_rig: Rig, cap
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_x", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_x",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_x", "content": "Sunny"},
         {"role": "user", "content": [{"type": "text", "text": "And the weather in Rome?"}]},
     ]
@@ -93,8 +118,9 @@ def test_content_capture_records_messages_in_semconv_schema(openai_rig: Rig, cap
     inputs = json.loads(a[attrs.GEN_AI_INPUT_MESSAGES])
     assert [m["role"] for m in inputs] == ["system", "user", "assistant", "tool", "user"]
     assert inputs[0]["parts"] == [{"type": "text", "content": "Be brief."}]
-    assert inputs[2]["parts"] == [{"type": "tool_call", "id": "call_x", "name": "get_weather",
-                                   "arguments": {"city": "Paris"}}]
+    assert inputs[2]["parts"] == [
+        {"type": "tool_call", "id": "call_x", "name": "get_weather", "arguments": {"city": "Paris"}}
+    ]
     assert inputs[3]["parts"] == [{"type": "tool_call_response", "id": "call_x", "response": "Sunny"}]
     assert inputs[4]["parts"] == [{"type": "text", "content": "And the weather in Rome?"}]
     outputs = json.loads(a[attrs.GEN_AI_OUTPUT_MESSAGES])
@@ -104,7 +130,9 @@ def test_content_capture_records_messages_in_semconv_schema(openai_rig: Rig, cap
     assert json.loads(a[attrs.GEN_AI_TOOL_DEFINITIONS])[0]["function"]["name"] == "get_weather"
 
 
-def test_redaction_hook_applies_and_a_raising_hook_keeps_the_span(openai_rig: Rig, capture_content: None) -> None:
+def test_redaction_hook_applies_and_a_raising_hook_keeps_the_span(
+    openai_rig: Rig, capture_content: None
+) -> None:
     client = openai_client(openai_rig)
     seen: list[str] = []
 
@@ -143,8 +171,14 @@ async def test_async_chat_and_parent_is_the_callers_span(openai_rig: Rig, otel: 
 
 def test_responses_api_sync(openai_rig: Rig, capture_content: None) -> None:
     client = openai_client(openai_rig)
-    result = client.responses.create(model="gpt-4o-mini", input="weather in Rome?", instructions="Be brief.",
-                                     tools=[WEATHER_TOOL_RESPONSES], max_output_tokens=64, temperature=0.5)
+    result = client.responses.create(
+        model="gpt-4o-mini",
+        input="weather in Rome?",
+        instructions="Be brief.",
+        tools=[WEATHER_TOOL_RESPONSES],
+        max_output_tokens=64,
+        temperature=0.5,
+    )
     call = result.output[0]
     span = openai_rig.one_llm()
     a = span.attributes
@@ -156,10 +190,15 @@ def test_responses_api_sync(openai_rig: Rig, capture_content: None) -> None:
     assert a[attrs.GEN_AI_USAGE_INPUT_TOKENS] == result.usage.input_tokens
     assert json.loads(a[attrs.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "Be brief."}]
     assert json.loads(a[attrs.GEN_AI_INPUT_MESSAGES]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "weather in Rome?"}]}]
+        {"role": "user", "parts": [{"type": "text", "content": "weather in Rome?"}]}
+    ]
     out = json.loads(a[attrs.GEN_AI_OUTPUT_MESSAGES])
-    assert out[0]["parts"][0] == {"type": "tool_call", "id": call.call_id, "name": "get_weather",
-                                  "arguments": {"city": "Rome"}}
+    assert out[0]["parts"][0] == {
+        "type": "tool_call",
+        "id": call.call_id,
+        "name": "get_weather",
+        "arguments": {"city": "Rome"},
+    }
 
 
 async def test_responses_api_async_with_function_output(openai_rig: Rig) -> None:
@@ -185,10 +224,13 @@ def test_responses_incomplete_finish_reason(openai_rig: Rig) -> None:
 
 async def test_embeddings_sync_and_async(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
-    result = client.embeddings.create(model="text-embedding-3-small", input=["one two", "three"], dimensions=16)
+    result = client.embeddings.create(
+        model="text-embedding-3-small", input=["one two", "three"], dimensions=16
+    )
     assert len(result.data[0].embedding) == 16
-    await async_openai_client(openai_rig).embeddings.create(model="text-embedding-3-small", input="x",
-                                                             encoding_format="float")
+    await async_openai_client(openai_rig).embeddings.create(
+        model="text-embedding-3-small", input="x", encoding_format="float"
+    )
     first, second = openai_rig.llm_spans()
     assert first.name == "embeddings text-embedding-3-small" and first.kind is SpanKind.CLIENT
     assert first.attributes[attrs.GEN_AI_OPERATION_NAME] == "embeddings"
@@ -211,7 +253,11 @@ def test_with_raw_response(openai_rig: Rig) -> None:
 def test_with_raw_response_of_a_stream(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=user("hello stream"), stream=True, stream_options={"include_usage": True})
+        model="gpt-4o-mini",
+        messages=user("hello stream"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     assert openai_rig.llm_spans() == []  # still streaming
     stream = raw.parse()
     assert raw.parse() is stream
@@ -223,19 +269,24 @@ def test_with_raw_response_of_a_stream(openai_rig: Rig) -> None:
 
 def test_with_streaming_response(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
-    with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=user("hi")) as r:
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=user("hi")
+    ) as r:
         assert openai_rig.llm_spans() == []
         completion = r.parse()
     assert openai_rig.one_llm().attributes[attrs.GEN_AI_RESPONSE_ID] == completion.id
-    with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=user("hi")) as r:
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=user("hi")
+    ) as r:
         next(r.iter_lines())  # read without parsing: the span ends when the block closes the response
     assert len(openai_rig.llm_spans()) == 2
 
 
 async def test_async_with_streaming_response(openai_rig: Rig) -> None:
     client = async_openai_client(openai_rig)
-    async with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini",
-                                                                       messages=user("hi")) as r:
+    async with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=user("hi")
+    ) as r:
         completion = await r.parse()
     assert openai_rig.one_llm().attributes[attrs.GEN_AI_RESPONSE_ID] == completion.id
 
@@ -265,19 +316,28 @@ def test_one_span_not_two_inside_an_active_llm_handle(openai_rig: Rig) -> None:
     a = span.attributes
     assert a[attrs.GEN_AI_RESPONSE_ID] == result.id and a[attrs.SERVER_ADDRESS] == "127.0.0.1"
     assert a[attrs.GEN_AI_REQUEST_TEMPERATURE] == 0.4 and a[attrs.GEN_AI_USAGE_INPUT_TOKENS] == 1
-    assert openai_rig.points("gen_ai.client.operation.duration") == []  # the owner of the span records metrics
+    assert (
+        openai_rig.points("gen_ai.client.operation.duration") == []
+    )  # the owner of the span records metrics
 
 
 def _azure_handler(request: httpx2.Request) -> httpx2.Response:
-    body = {"id": "chatcmpl-az", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    body = {
+        "id": "chatcmpl-az",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
     return httpx2.Response(200, json=body)
 
 
 def test_azure_provider_and_server_from_base_url(openai_rig: Rig) -> None:
     client = openai.AzureOpenAI(
-        azure_endpoint="https://myres.openai.azure.com", api_key="k", api_version="2024-10-21",
+        azure_endpoint="https://myres.openai.azure.com",
+        api_key="k",
+        api_version="2024-10-21",
         http_client=httpx2.Client(transport=httpx2.MockTransport(_azure_handler)),
     )
     client.chat.completions.create(model="gpt-4o", messages=user("hi"))
@@ -293,18 +353,26 @@ def test_http_layer_runs_inside_the_llm_span(openai_rig: Rig) -> None:
         seen.append(trace.get_current_span().get_span_context().span_id)
         return _azure_handler(request)
 
-    client = openai.OpenAI(base_url="http://llm.internal:8080/v1", api_key="k", max_retries=0,
-                           http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    client = openai.OpenAI(
+        base_url="http://llm.internal:8080/v1",
+        api_key="k",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
     client.chat.completions.create(model="gpt-4o", messages=user("hi"))
     span = openai_rig.one_llm()
     assert seen == [span.context.span_id]  # an HTTP client span would parent under the LLM span
-    assert (span.attributes[attrs.SERVER_ADDRESS], span.attributes[attrs.SERVER_PORT]) == ("llm.internal", 8080)
+    assert (span.attributes[attrs.SERVER_ADDRESS], span.attributes[attrs.SERVER_PORT]) == (
+        "llm.internal",
+        8080,
+    )
     assert trace.get_current_span().get_span_context().is_valid is False  # and it was detached
 
 
 @pytest.mark.parametrize("disabled", ["category", "sdk"])
-def test_filtered_llm_category_makes_no_span_but_the_call_works(openai_rig: Rig, disabled: str,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_filtered_llm_category_makes_no_span_but_the_call_works(
+    openai_rig: Rig, disabled: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from agent_otel import config
 
     if disabled == "category":

@@ -56,16 +56,22 @@ def test_retries_are_counted_and_the_span_covers_them(openai_rig: Rig) -> None:
     assert span.status.status_code is StatusCode.UNSET
     assert span.attributes[attrs.HTTP_REQUEST_RESEND_COUNT] == 2
     retries = [e for e in span.events if e.name == attrs.LLM_RETRY_EVENT]
-    assert [(e.attributes[attrs.LLM_RETRY_ATTEMPT], e.attributes[attrs.HTTP_RESPONSE_STATUS_CODE])
-            for e in retries] == [(1, 429), (2, 503)]
+    assert [
+        (e.attributes[attrs.LLM_RETRY_ATTEMPT], e.attributes[attrs.HTTP_RESPONSE_STATUS_CODE])
+        for e in retries
+    ] == [(1, 429), (2, 503)]
 
 
 async def test_async_retries_exhausted(openai_rig: Rig) -> None:
     openai_rig.server.script(*[Reply.error(500, retry_after=0.001)] * 2)
     with pytest.raises(openai.InternalServerError):
-        await async_openai_client(openai_rig, max_retries=1).chat.completions.create(model="m", messages=user("x"))
+        await async_openai_client(openai_rig, max_retries=1).chat.completions.create(
+            model="m", messages=user("x")
+        )
     span = openai_rig.one_llm()
-    assert span.attributes[attrs.ERROR_TYPE] == "500" and span.attributes[attrs.HTTP_REQUEST_RESEND_COUNT] == 1
+    assert (
+        span.attributes[attrs.ERROR_TYPE] == "500" and span.attributes[attrs.HTTP_REQUEST_RESEND_COUNT] == 1
+    )
 
 
 def test_timeout(openai_rig: Rig) -> None:
@@ -73,7 +79,9 @@ def test_timeout(openai_rig: Rig) -> None:
     with pytest.raises(openai.APITimeoutError):
         openai_client(openai_rig, timeout=0.1).chat.completions.create(model="m", messages=user("hi"))
     span = openai_rig.one_llm()
-    assert span.status.status_code is StatusCode.ERROR and span.attributes[attrs.ERROR_TYPE] == "APITimeoutError"
+    assert (
+        span.status.status_code is StatusCode.ERROR and span.attributes[attrs.ERROR_TYPE] == "APITimeoutError"
+    )
 
 
 def test_dropped_and_refused_connections(openai_rig: Rig) -> None:
@@ -93,12 +101,17 @@ def test_dropped_and_refused_connections(openai_rig: Rig) -> None:
 
 def test_metrics_values_and_buckets(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
-    openai_rig.server.script(Reply(text="ok", usage=Usage(input_tokens=12, output_tokens=5)), Reply.error(429))
+    openai_rig.server.script(
+        Reply(text="ok", usage=Usage(input_tokens=12, output_tokens=5)), Reply.error(429)
+    )
     client.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
-    list(client.chat.completions.create(model="gpt-4o-mini", messages=user("a b"), stream=True,
-                                        stream_options={"include_usage": True}))
+    list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=user("a b"), stream=True, stream_options={"include_usage": True}
+        )
+    )
     durations = openai_rig.points(_genai_metrics.OPERATION_DURATION)
     by_error = {p.attributes.get(attrs.ERROR_TYPE): p for p in durations}
     assert set(by_error) == {None, "429"}
@@ -118,7 +131,9 @@ def test_metrics_values_and_buckets(openai_rig: Rig) -> None:
         assert not any("id" in key.split(".")[-1] for key in point.attributes)  # low cardinality
 
 
-def test_fault_in_extraction_leaves_the_result_untouched(openai_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fault_in_extraction_leaves_the_result_untouched(
+    openai_rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("extractor bug")
 
@@ -132,7 +147,9 @@ def test_fault_in_extraction_leaves_the_result_untouched(openai_rig: Rig, monkey
     assert len(openai_rig.llm_spans()) == 2  # both spans still ended
 
 
-def test_fault_when_starting_leaves_the_call_untouched(openai_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fault_when_starting_leaves_the_call_untouched(
+    openai_rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("start bug")
 

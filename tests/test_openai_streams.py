@@ -35,7 +35,9 @@ def _stream(client: Any, text: str = LONG, **kwargs: Any) -> Any:
 
 
 def test_full_read_records_usage_finish_reason_and_time_to_first_chunk(openai_rig: Rig) -> None:
-    openai_rig.server.script(Reply(text=LONG, usage=Usage(input_tokens=5, output_tokens=10, cached_input_tokens=2)))
+    openai_rig.server.script(
+        Reply(text=LONG, usage=Usage(input_tokens=5, output_tokens=10, cached_input_tokens=2))
+    )
     stream = _stream(openai_client(openai_rig), stream_options={"include_usage": True})
     assert isinstance(stream, openai.Stream)  # the proxy keeps the SDK type
     assert stream.response.status_code == 200  # ... and its attributes
@@ -62,8 +64,15 @@ def test_streamed_tool_calls_and_content(openai_rig: Rig, capture_content: None)
     assert a[attrs.LLM_TOOL_CALL_IDS] == tuple(ids) and a[attrs.LLM_TOOL_CALL_NAMES] == ("get_weather",)
     assert a[attrs.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
     out = json.loads(a[attrs.GEN_AI_OUTPUT_MESSAGES])
-    assert out == [{"role": "assistant", "finish_reason": "tool_calls", "parts": [
-        {"type": "tool_call", "id": ids[0], "name": "get_weather", "arguments": {"city": "Paris"}}]}]
+    assert out == [
+        {
+            "role": "assistant",
+            "finish_reason": "tool_calls",
+            "parts": [
+                {"type": "tool_call", "id": ids[0], "name": "get_weather", "arguments": {"city": "Paris"}}
+            ],
+        }
+    ]
 
 
 def test_early_break_then_garbage_collection_ends_the_span(openai_rig: Rig) -> None:
@@ -129,8 +138,9 @@ def test_caller_code_between_chunks_is_not_under_the_llm_span(openai_rig: Rig, o
 
 def test_chat_completions_stream_helper(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
-    with client.chat.completions.stream(model="gpt-4o-mini", messages=user("hi there"),
-                                        stream_options={"include_usage": True}) as stream:
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=user("hi there"), stream_options={"include_usage": True}
+    ) as stream:
         for _ in stream:
             pass
         final = stream.get_final_completion()
@@ -141,15 +151,20 @@ def test_chat_completions_stream_helper(openai_rig: Rig) -> None:
 
 def test_responses_stream_full_and_helper(openai_rig: Rig) -> None:
     client = openai_client(openai_rig)
-    events = list(client.responses.create(model="gpt-4o-mini", input="weather in Rome?", stream=True,
-                                          tools=[WEATHER_TOOL_RESPONSES]))
+    events = list(
+        client.responses.create(
+            model="gpt-4o-mini", input="weather in Rome?", stream=True, tools=[WEATHER_TOOL_RESPONSES]
+        )
+    )
     final = events[-1].response
     with client.responses.stream(model="gpt-4o-mini", input="hello") as stream:
         text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
     assert text == "You said: hello"
     first, second = openai_rig.llm_spans()
     a = first.attributes
-    assert a[attrs.GEN_AI_RESPONSE_ID] == final.id and a[attrs.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
+    assert a[attrs.GEN_AI_RESPONSE_ID] == final.id and a[attrs.GEN_AI_RESPONSE_FINISH_REASONS] == (
+        "tool_calls",
+    )
     assert a[attrs.LLM_TOOL_CALL_NAMES] == ("get_weather",)
     assert a[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == final.usage.output_tokens
     assert a[attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] > 0
@@ -168,7 +183,9 @@ async def test_async_stream_full_read(openai_rig: Rig) -> None:
 
 
 async def _astream(client: Any, **kwargs: Any) -> Any:
-    return await client.chat.completions.create(model="gpt-4o-mini", messages=user(LONG), stream=True, **kwargs)
+    return await client.chat.completions.create(
+        model="gpt-4o-mini", messages=user(LONG), stream=True, **kwargs
+    )
 
 
 async def test_async_early_break_close_and_async_with(openai_rig: Rig) -> None:

@@ -173,7 +173,7 @@ class LLMCall:
         """Record a complete response and end the span."""
         if self.ended:
             return
-        if self.handle.recording or self.metrics is not None:
+        if self.metrics is not None or self.handle.recording:
             try:
                 self.extract_response(response)
             except Exception:

@@ -99,9 +99,7 @@ class GenAIMetrics:
         if output_tokens is not None:
             self.token_usage.record(output_tokens, output_labels)
 
-    def _label_sets(
-        self, key: tuple[Any, ...]
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    def _label_sets(self, key: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         operation, provider, request_model, response_model, server_address, server_port, error_type = key
         labels: dict[str, Any] = {
             attrs.GEN_AI_OPERATION_NAME: operation,

@@ -95,8 +95,14 @@ def _openai_content_parts(content: Any) -> list[Part]:
             parts.append({"type": "uri", "modality": "image", "uri": url})
         elif kind == "input_audio":
             audio = get_field(part, "input_audio")
-            parts.append({"type": "blob", "modality": "audio", "mime_type": get_field(audio, "format"),
-                          "content": get_field(audio, "data")})
+            parts.append(
+                {
+                    "type": "blob",
+                    "modality": "audio",
+                    "mime_type": get_field(audio, "format"),
+                    "content": get_field(audio, "data"),
+                }
+            )
         else:
             parts.append(_generic(part))
     return parts
@@ -108,9 +114,18 @@ def openai_chat_input(messages: Any) -> list[Message]:
     for message in _iter(messages):
         role = get_field(message, "role") or "user"
         if role == "tool":
-            out.append({"role": "tool", "parts": [{
-                "type": "tool_call_response", "id": get_field(message, "tool_call_id"),
-                "response": _flatten_text(get_field(message, "content"))}]})
+            out.append(
+                {
+                    "role": "tool",
+                    "parts": [
+                        {
+                            "type": "tool_call_response",
+                            "id": get_field(message, "tool_call_id"),
+                            "response": _flatten_text(get_field(message, "content")),
+                        }
+                    ],
+                }
+            )
             continue
         parts = _openai_content_parts(get_field(message, "content"))
         for call in _iter(get_field(message, "tool_calls")):
@@ -143,8 +158,13 @@ def openai_chat_output(choices: Any) -> list[Message]:
         for call in _iter(get_field(message, "tool_calls")):
             fn = get_field(call, "function")
             parts.append(_tool_call(get_field(call, "id"), get_field(fn, "name"), get_field(fn, "arguments")))
-        out.append({"role": get_field(message, "role") or "assistant", "parts": parts,
-                    "finish_reason": get_field(choice, "finish_reason")})
+        out.append(
+            {
+                "role": get_field(message, "role") or "assistant",
+                "parts": parts,
+                "finish_reason": get_field(choice, "finish_reason"),
+            }
+        )
     return out
 
 
@@ -170,11 +190,29 @@ def openai_responses_input(input_value: Any) -> list[Message]:
         kind = get_field(item, "type")
         role = get_field(item, "role")
         if kind == "function_call":
-            out.append({"role": "assistant", "parts": [_tool_call(
-                get_field(item, "call_id"), get_field(item, "name"), get_field(item, "arguments"))]})
+            out.append(
+                {
+                    "role": "assistant",
+                    "parts": [
+                        _tool_call(
+                            get_field(item, "call_id"), get_field(item, "name"), get_field(item, "arguments")
+                        )
+                    ],
+                }
+            )
         elif kind == "function_call_output":
-            out.append({"role": "tool", "parts": [{"type": "tool_call_response", "id": get_field(item, "call_id"),
-                                                   "response": get_field(item, "output")}]})
+            out.append(
+                {
+                    "role": "tool",
+                    "parts": [
+                        {
+                            "type": "tool_call_response",
+                            "id": get_field(item, "call_id"),
+                            "response": get_field(item, "output"),
+                        }
+                    ],
+                }
+            )
         elif role is not None:
             out.append({"role": role, "parts": _openai_content_parts(get_field(item, "content"))})
         else:
@@ -190,8 +228,9 @@ def openai_responses_output(output: Any, finish_reason: str | None) -> list[Mess
         if kind == "message":
             parts.extend(_openai_content_parts(get_field(item, "content")))
         elif kind == "function_call":
-            parts.append(_tool_call(get_field(item, "call_id"), get_field(item, "name"),
-                                    get_field(item, "arguments")))
+            parts.append(
+                _tool_call(get_field(item, "call_id"), get_field(item, "name"), get_field(item, "arguments"))
+            )
         elif kind == "reasoning":
             summary = [get_field(s, "text") for s in _iter(get_field(item, "summary"))]
             parts.append({"type": "reasoning", "content": "\n".join(t for t in summary if t)})
@@ -213,11 +252,22 @@ def _anthropic_blocks(content: Any) -> list[Part]:
         if kind == "text":
             parts.append(_text(get_field(block, "text") or ""))
         elif kind in ("tool_use", "server_tool_use"):
-            parts.append({"type": "tool_call", "id": get_field(block, "id"), "name": get_field(block, "name"),
-                          "arguments": get_field(block, "input")})
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": get_field(block, "id"),
+                    "name": get_field(block, "name"),
+                    "arguments": get_field(block, "input"),
+                }
+            )
         elif kind == "tool_result":
-            parts.append({"type": "tool_call_response", "id": get_field(block, "tool_use_id"),
-                          "response": _anthropic_result(get_field(block, "content"))})
+            parts.append(
+                {
+                    "type": "tool_call_response",
+                    "id": get_field(block, "tool_use_id"),
+                    "response": _anthropic_result(get_field(block, "content")),
+                }
+            )
         elif kind in ("thinking", "redacted_thinking"):
             parts.append({"type": "reasoning", "content": get_field(block, "thinking") or ""})
         elif kind in ("image", "document"):
@@ -225,8 +275,14 @@ def _anthropic_blocks(content: Any) -> list[Part]:
             if get_field(source, "type") == "url":
                 parts.append({"type": "uri", "modality": kind, "uri": get_field(source, "url")})
             else:
-                parts.append({"type": "blob", "modality": kind, "mime_type": get_field(source, "media_type"),
-                              "content": get_field(source, "data")})
+                parts.append(
+                    {
+                        "type": "blob",
+                        "modality": kind,
+                        "mime_type": get_field(source, "media_type"),
+                        "content": get_field(source, "data"),
+                    }
+                )
         else:
             parts.append(_generic(block))
     return parts
@@ -248,8 +304,10 @@ def anthropic_system(system: Any) -> list[Part] | None:
 
 def anthropic_input(messages: Any) -> list[Message]:
     """``messages.create(messages=...)`` in the semconv input-message schema."""
-    return [{"role": get_field(m, "role") or "user", "parts": _anthropic_blocks(get_field(m, "content"))}
-            for m in _iter(messages)]
+    return [
+        {"role": get_field(m, "role") or "user", "parts": _anthropic_blocks(get_field(m, "content"))}
+        for m in _iter(messages)
+    ]
 
 
 def anthropic_output(content: Any, stop_reason: str | None) -> list[Message]:

@@ -47,8 +47,12 @@ def supported(package: str, minimum: tuple[int, ...]) -> bool:
         _logger.debug("agent-otel: cannot read the version of %s; skipped", package, exc_info=True)
         return False
     if parse_version(version) < minimum:
-        _logger.debug("agent-otel: %s %s is older than %s; its instrumentation is skipped", package, version,
-                      ".".join(map(str, minimum)))
+        _logger.debug(
+            "agent-otel: %s %s is older than %s; its instrumentation is skipped",
+            package,
+            version,
+            ".".join(map(str, minimum)),
+        )
         return False
     return True
 

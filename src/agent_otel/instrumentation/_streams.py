@@ -103,7 +103,9 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __iter__(self) -> Any:
         chunks = self._self_chunks
         if chunks is None:
-            chunks = self._self_chunks = _observed(iter(self.__wrapped__), self._self_on_chunk, self._self_end)
+            chunks = self._self_chunks = _observed(
+                iter(self.__wrapped__), self._self_on_chunk, self._self_end
+            )
         return chunks
 
     def __next__(self) -> Any:
@@ -133,7 +135,7 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
 
 class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
-    """An asynchronous stream that reports its chunks and its end to an observer (see the module docstring)."""
+    """An asynchronous stream that reports its chunks and its end to an observer (see the module doc)."""
 
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)

@@ -173,7 +173,9 @@ def _server_of(client: Any) -> tuple[str | None, int | None, str]:
 
 
 @guard
-def _plan(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> tuple[_MessagesCall, Mapping[str, Any] | None]:
+def _plan(
+    instance: Any, kwargs: Mapping[str, Any], stream: bool
+) -> tuple[_MessagesCall, Mapping[str, Any] | None]:
     """Start the call: (the call, the SDK-span plan to put in context or None)."""
     client = instance._client
     host, port, provider = _server_of(client)
@@ -197,13 +199,28 @@ def _plan(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> tuple[_Mess
     else:
         if capture:
             _request_content(kwargs, attributes)
-        handle = spans.start_llm(model=model, provider=provider, operation=operation, server_address=host,
-                                 server_port=port, stream=stream, attributes=attributes)
+        handle = spans.start_llm(
+            model=model,
+            provider=provider,
+            operation=operation,
+            server_address=host,
+            server_port=port,
+            stream=stream,
+            attributes=attributes,
+        )
         if sdk != _SDK_OFF and not adopt:
             sdk_plan = _SUPPRESS
-    return _MessagesCall(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
-                         server_address=host, server_port=port, capture=capture and handle.recording,
-                         plain=not stream and not _is_raw(kwargs)), sdk_plan
+    return _MessagesCall(
+        handle,
+        _State.metrics,
+        operation=operation,
+        provider=provider,
+        request_model=model,
+        server_address=host,
+        server_port=port,
+        capture=capture and handle.recording,
+        plain=not stream and not _is_raw(kwargs),
+    ), sdk_plan
 
 
 _RAW_RESPONSE_HEADER = "x-stainless-raw-response"
@@ -225,8 +242,9 @@ def _request_content(kwargs: Mapping[str, Any], out: dict[str, Any]) -> None:
     system = anthropic_system(kwargs.get("system"))
     if system:
         out[attrs.GEN_AI_SYSTEM_INSTRUCTIONS] = content.to_json(system, kind="system_instructions")
-    out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(anthropic_input(kwargs.get("messages")),
-                                                       kind="input_messages")
+    out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(
+        anthropic_input(kwargs.get("messages")), kind="input_messages"
+    )
     tools = kwargs.get("tools")
     if isinstance(tools, (list, tuple)) and tools:
         out[attrs.GEN_AI_TOOL_DEFINITIONS] = content.to_json(tool_definitions(tools), kind="tool_definitions")
@@ -268,7 +286,9 @@ class _MessagesCall(LLMCall):
     def _record(self) -> None:
         if self.raw_input is not None:
             self.input_tokens = self.raw_input + (self.cache_read or 0) + (self.cache_creation or 0)
-        self.put_response(self.response_model, self.response_id, [self.stop_reason] if self.stop_reason else None)
+        self.put_response(
+            self.response_model, self.response_id, [self.stop_reason] if self.stop_reason else None
+        )
         put = self.put
         put(attrs.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens)
         put(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens)
@@ -293,8 +313,10 @@ class _MessagesCall(LLMCall):
         if isinstance(request_id, str):
             self.put(attrs.ANTHROPIC_REQUEST_ID, request_id)
         if self.capture:
-            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(anthropic_output(blocks, self.stop_reason),
-                                                                   kind="output_messages"))
+            self.put(
+                attrs.GEN_AI_OUTPUT_MESSAGES,
+                content.to_json(anthropic_output(blocks, self.stop_reason), kind="output_messages"),
+            )
 
     def on_chunk(self, chunk: Any) -> None:
         kind = getattr(chunk, "type", None)
@@ -317,8 +339,15 @@ class _MessagesCall(LLMCall):
             if self.capture:
                 if self.blocks is None:
                     self.blocks = []
-                self.blocks.append({"type": block_type, "id": getattr(block, "id", None),
-                                    "name": getattr(block, "name", None), "text": [], "json": []})
+                self.blocks.append(
+                    {
+                        "type": block_type,
+                        "id": getattr(block, "id", None),
+                        "name": getattr(block, "name", None),
+                        "text": [],
+                        "json": [],
+                    }
+                )
         elif kind == "content_block_delta":
             if self.capture and self.blocks:
                 delta = chunk.delta
@@ -339,15 +368,25 @@ class _MessagesCall(LLMCall):
             parts: list[dict[str, Any]] = []
             for block in self.blocks or ():
                 if block["type"] in ("tool_use", "server_tool_use"):
-                    parts.append({"type": "tool_call", "id": block["id"], "name": block["name"],
-                                  "arguments": parse_arguments("".join(block["json"])) if block["json"] else {}})
+                    parts.append(
+                        {
+                            "type": "tool_call",
+                            "id": block["id"],
+                            "name": block["name"],
+                            "arguments": parse_arguments("".join(block["json"])) if block["json"] else {},
+                        }
+                    )
                 elif block["type"] == "thinking":
                     parts.append({"type": "reasoning", "content": "".join(block["text"])})
                 else:
                     parts.append({"type": "text", "content": "".join(block["text"])})
-            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(
-                [{"role": "assistant", "parts": parts, "finish_reason": self.stop_reason}],
-                kind="output_messages"))
+            self.put(
+                attrs.GEN_AI_OUTPUT_MESSAGES,
+                content.to_json(
+                    [{"role": "assistant", "parts": parts, "finish_reason": self.stop_reason}],
+                    kind="output_messages",
+                ),
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -504,7 +543,9 @@ def _targets() -> list[tuple[str, str, Callable[..., Any]]]:
     return targets
 
 
-def instrument(*, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None) -> bool:
+def instrument(
+    *, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None
+) -> bool:
     """Patch the anthropic SDK. Returns False (debug log) when it is missing or older than ``MIN_VERSION``.
 
     Idempotent. ``tracer_provider`` is applied by the caller through ``spans.set_tracer_provider``;

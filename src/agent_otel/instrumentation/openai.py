@@ -82,9 +82,7 @@ _RESPONSES_PARAMS: tuple[tuple[str, str], ...] = (
     ("max_output_tokens", attrs.GEN_AI_REQUEST_MAX_TOKENS),
     ("service_tier", attrs.OPENAI_REQUEST_SERVICE_TIER),
 )
-_EMBEDDINGS_PARAMS: tuple[tuple[str, str], ...] = (
-    ("dimensions", attrs.GEN_AI_EMBEDDINGS_DIMENSION_COUNT),
-)
+_EMBEDDINGS_PARAMS: tuple[tuple[str, str], ...] = (("dimensions", attrs.GEN_AI_EMBEDDINGS_DIMENSION_COUNT),)
 
 
 class _State:
@@ -167,8 +165,13 @@ def _is_raw(kwargs: dict[str, Any]) -> bool:
 _RAW_RESPONSE_HEADER = "x-stainless-raw-response"
 
 
-def _start(instance: Any, kwargs: dict[str, Any], operation: str, params: Sequence[tuple[str, str]],
-           call_cls: type[_OpenAICall]) -> _OpenAICall:
+def _start(
+    instance: Any,
+    kwargs: dict[str, Any],
+    operation: str,
+    params: Sequence[tuple[str, str]],
+    call_cls: type[_OpenAICall],
+) -> _OpenAICall:
     host, port, provider = _server_of(instance._client)
     model = kwargs.get("model")
     if not isinstance(model, str):
@@ -181,12 +184,25 @@ def _start(instance: Any, kwargs: dict[str, Any], operation: str, params: Sequen
         # On the span from its start, so a crash mid-call still leaves the prompt in the start record.
         call_cls.request_content(kwargs, attributes)
     handle = spans.start_llm(
-        model=model, provider=provider, operation=operation, server_address=host, server_port=port,
-        stream=stream, attributes=attributes,
+        model=model,
+        provider=provider,
+        operation=operation,
+        server_address=host,
+        server_port=port,
+        stream=stream,
+        attributes=attributes,
     )
-    return call_cls(handle, _State.metrics, operation=operation, provider=provider, request_model=model,
-                    server_address=host, server_port=port, capture=capture and handle.recording,
-                    plain=not stream and not _is_raw(kwargs))
+    return call_cls(
+        handle,
+        _State.metrics,
+        operation=operation,
+        provider=provider,
+        request_model=model,
+        server_address=host,
+        server_port=port,
+        capture=capture and handle.recording,
+        plain=not stream and not _is_raw(kwargs),
+    )
 
 
 def _start_chat(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
@@ -226,18 +242,19 @@ class _OpenAICall(LLMCall):
 def _put_chat_usage(call: LLMCall, usage: Any) -> None:
     if usage is None:
         return
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
-    call.input_tokens, call.output_tokens = prompt, completion
-    put = call.put
-    put(attrs.GEN_AI_USAGE_INPUT_TOKENS, prompt)
-    put(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, completion)
+    pending = call.pending
+    prompt = call.input_tokens = getattr(usage, "prompt_tokens", None)
+    if prompt is not None:
+        pending[attrs.GEN_AI_USAGE_INPUT_TOKENS] = prompt
+    completion = call.output_tokens = getattr(usage, "completion_tokens", None)
+    if completion is not None:
+        pending[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] = completion
     details = getattr(usage, "prompt_tokens_details", None)
     if details is not None:
-        put(attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, getattr(details, "cached_tokens", None))
+        call.put(attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, getattr(details, "cached_tokens", None))
     details = getattr(usage, "completion_tokens_details", None)
     if details is not None:
-        put(attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, getattr(details, "reasoning_tokens", None))
+        call.put(attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, getattr(details, "reasoning_tokens", None))
 
 
 class _ChatCall(_OpenAICall):
@@ -262,15 +279,24 @@ class _ChatCall(_OpenAICall):
 
     @staticmethod
     def request_content(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
-        out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(openai_chat_input(kwargs.get("messages")),
-                                                           kind="input_messages")
+        out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(
+            openai_chat_input(kwargs.get("messages")), kind="input_messages"
+        )
         _tool_definitions_json(kwargs, out)
 
     def extract_response(self, response: Any) -> None:
+        # The hot path of every non-streamed call: plain dict writes, no helper calls.
+        pending = self.pending
         choices = getattr(response, "choices", None) or ()
-        self.response_model = getattr(response, "model", None)
+        model = self.response_model = getattr(response, "model", None)
+        if model:
+            pending[attrs.GEN_AI_RESPONSE_MODEL] = model
+        response_id = getattr(response, "id", None)
+        if response_id:
+            pending[attrs.GEN_AI_RESPONSE_ID] = response_id
         finish = [r for r in (getattr(c, "finish_reason", None) for c in choices) if r]
-        self.put_response(self.response_model, getattr(response, "id", None), finish)
+        if finish:
+            pending[attrs.GEN_AI_RESPONSE_FINISH_REASONS] = finish
         _put_chat_usage(self, getattr(response, "usage", None))
         ids: list[str] = []
         names: list[str] = []
@@ -278,12 +304,19 @@ class _ChatCall(_OpenAICall):
             for call in getattr(getattr(choice, "message", None), "tool_calls", None) or ():
                 ids.append(str(getattr(call, "id", None)))
                 names.append(str(getattr(getattr(call, "function", None), "name", None)))
-        self.put_tool_calls(ids, names)
-        self.put(attrs.OPENAI_RESPONSE_SYSTEM_FINGERPRINT, getattr(response, "system_fingerprint", None))
-        self.put(attrs.OPENAI_RESPONSE_SERVICE_TIER, getattr(response, "service_tier", None))
+        if names:
+            pending[attrs.LLM_TOOL_CALL_NAMES] = names
+            pending[attrs.LLM_TOOL_CALL_IDS] = ids
+        value = getattr(response, "system_fingerprint", None)
+        if value:
+            pending[attrs.OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = value
+        value = getattr(response, "service_tier", None)
+        if value:
+            pending[attrs.OPENAI_RESPONSE_SERVICE_TIER] = value
         if self.capture:
-            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(openai_chat_output(choices),
-                                                                   kind="output_messages"))
+            pending[attrs.GEN_AI_OUTPUT_MESSAGES] = content.to_json(
+                openai_chat_output(choices), kind="output_messages"
+            )
 
     def on_chunk(self, chunk: Any) -> None:
         # Overrides LLMCall.on_chunk (no observe_chunk indirection: this runs once per chunk).
@@ -337,10 +370,14 @@ class _ChatCall(_OpenAICall):
         _put_chat_usage(self, self.usage)
         self.put_tool_calls(self.tool_ids, self.tool_names)
         if self.capture:
-            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(self._stream_output(), kind="output_messages"))
+            self.put(
+                attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(self._stream_output(), kind="output_messages")
+            )
 
     def _stream_output(self) -> list[dict[str, Any]]:
-        indexes = set(self.acc_text or ()) | {i for i, _ in self.acc_args or ()} | set(self.finish_by_index or ())
+        indexes = (
+            set(self.acc_text or ()) | {i for i, _ in self.acc_args or ()} | set(self.finish_by_index or ())
+        )
         messages = []
         for index in sorted(indexes) or [0]:
             parts: list[dict[str, Any]] = []
@@ -349,10 +386,21 @@ class _ChatCall(_OpenAICall):
                 parts.append({"type": "text", "content": text})
             for (choice_index, _), (call_id, name, pieces) in sorted((self.acc_args or {}).items()):
                 if choice_index == index:
-                    parts.append({"type": "tool_call", "id": call_id, "name": name,
-                                  "arguments": parse_arguments("".join(pieces))})
-            messages.append({"role": "assistant", "parts": parts,
-                             "finish_reason": (self.finish_by_index or {}).get(index)})
+                    parts.append(
+                        {
+                            "type": "tool_call",
+                            "id": call_id,
+                            "name": name,
+                            "arguments": parse_arguments("".join(pieces)),
+                        }
+                    )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "parts": parts,
+                    "finish_reason": (self.finish_by_index or {}).get(index),
+                }
+            )
         return messages
 
 
@@ -379,9 +427,11 @@ class _ResponsesCall(_OpenAICall):
         instructions = kwargs.get("instructions")
         if isinstance(instructions, str):
             out[attrs.GEN_AI_SYSTEM_INSTRUCTIONS] = content.to_json(
-                [{"type": "text", "content": instructions}], kind="system_instructions")
-        out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(openai_responses_input(kwargs.get("input")),
-                                                           kind="input_messages")
+                [{"type": "text", "content": instructions}], kind="system_instructions"
+            )
+        out[attrs.GEN_AI_INPUT_MESSAGES] = content.to_json(
+            openai_responses_input(kwargs.get("input")), kind="input_messages"
+        )
         _tool_definitions_json(kwargs, out)
 
     def extract_response(self, response: Any) -> None:
@@ -410,15 +460,21 @@ class _ResponsesCall(_OpenAICall):
             self.output_tokens = getattr(usage, "output_tokens", None)
             self.put(attrs.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens)
             self.put(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens)
-            self.put(attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-                     getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None))
-            self.put(attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
-                     getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None))
+            self.put(
+                attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+                getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None),
+            )
+            self.put(
+                attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+                getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None),
+            )
         self.put_tool_calls(ids, names)
         self.put(attrs.OPENAI_RESPONSE_SERVICE_TIER, getattr(response, "service_tier", None))
         if self.capture:
-            self.put(attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(openai_responses_output(output, finish),
-                                                                   kind="output_messages"))
+            self.put(
+                attrs.GEN_AI_OUTPUT_MESSAGES,
+                content.to_json(openai_responses_output(output, finish), kind="output_messages"),
+            )
 
     def on_chunk(self, chunk: Any) -> None:
         kind = getattr(chunk, "type", None)
@@ -531,7 +587,9 @@ def _targets() -> list[tuple[str, str, Callable[..., Any]]]:
     ]
 
 
-def instrument(*, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None) -> bool:
+def instrument(
+    *, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None
+) -> bool:
     """Patch the openai SDK. Returns False (debug log) when it is missing or older than ``MIN_VERSION``.
 
     Idempotent. ``tracer_provider`` is applied by the caller through ``spans.set_tracer_provider`` (the span
