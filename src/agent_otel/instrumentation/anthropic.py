@@ -24,7 +24,8 @@ default) and ``AGENT_OTEL_ANTHROPIC_SDK_SPANS``:
 - ``keep``: always keep (adopt) the SDK span when the client's SDK tracing is on.
 
 Inside an active LLM span of a higher layer (LangChain's ChatAnthropic), no agent-otel span is made
-(data goes onto that span); with ``auto``/``replace`` the SDK span is skipped as well.
+(data goes onto that span); the SDK span is skipped as well unless it is adopted (configured on purpose with
+``auto``, or ``keep``), in which case it stays, as a child of the higher layer's span.
 
 Supported: ``anthropic >= 0.40``; tested with 2.12.
 """
