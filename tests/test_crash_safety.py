@@ -205,6 +205,7 @@ def _scenarios(root: Path) -> list[Run]:
         run("sigkill", "wait", _send(signal.SIGKILL)),
         run("sigterm", "wait", _send(signal.SIGTERM)),
         run("sigterm_user_before", "wait", _send(signal.SIGTERM), CRASH_HANDLER="before"),
+        run("sigterm_graceful", "wait", _send(signal.SIGTERM), CRASH_HANDLER="graceful"),
         run("sigterm_user_after", "wait", _send(signal.SIGTERM), CRASH_HANDLER="after"),
         run("sigint", "wait", _send(signal.SIGINT)),
         run("raised_keyboard_interrupt", "kbd"),
@@ -354,6 +355,18 @@ def test_sigterm_user_handler_installed_before_instrument_still_runs(runs: dict[
     assert run.returncode == 143, run.describe()  # the user's handler decided: sys.exit(143)
     record = check_common(run)
     check_interrupted(run, record, {"SIGTERM"})  # our hook ran first, then the user's
+
+
+def test_sigterm_graceful_user_handler_lets_the_turn_finish_normally(runs: dict[str, Run]) -> None:
+    run = runs["sigterm_graceful"]
+    assert run.marker.read_text() == f"handled {int(signal.SIGTERM)}\n", run.describe()
+    assert run.returncode == 0, run.describe()  # the user's handler chose a graceful shutdown
+    record = check_common(run)
+    # Nothing was cut short, so nothing is marked interrupted: every span ended as the code ended it.
+    for name, span_id in run.ready.items():
+        end = record.end_of(span_id)
+        assert end.status_code != STATUS_ERROR, name
+        assert "agent_otel.interrupted" not in end.attributes, name
 
 
 def test_sigterm_user_handler_installed_after_instrument_wins_and_spans_still_end(

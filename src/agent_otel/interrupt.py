@@ -1,9 +1,10 @@
 """End open spans as *interrupted* when the process is stopped, and flush before it goes.
 
-- **SIGTERM**: open spans end with ``error.type=SIGTERM``; the tracer provider is flushed (bounded
-  time); then the handler that was there before runs — a user's handler is called, the default
-  action (terminate) is carried out by re-raising the signal with the default disposition. A
-  process that ignores SIGTERM (``SIG_IGN``) is left alone.
+- **SIGTERM** with the default disposition: open spans end with ``error.type=SIGTERM``, the tracer
+  provider is flushed (bounded time), and the process terminates by the signal as it would have.
+  With a handler of the user's installed before ours, that handler runs first: if it returns (a
+  graceful shutdown), spans end on their own; if it raises (``sys.exit``), open spans end as
+  SIGTERM-interrupted and the exception goes on. A process that ignores SIGTERM is left alone.
 - **Uncaught exceptions** (KeyboardInterrupt included): ``sys.excepthook`` is chained to remember
   the exception class; at exit, spans still open end with that name as ``error.type``.
 - **Exit**: an ``atexit`` hook, registered after the tracer provider's own, ends the spans still
@@ -78,9 +79,8 @@ def _at_exit() -> None:
         _logger.debug("agent-otel: ending open spans at exit failed", exc_info=True)
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _Registry.reason = SIGTERM_REASON
-    previous = _Registry.previous_sigterm
+def _end_and_flush() -> None:
+    """End open spans as SIGTERM-interrupted and flush, on a helper thread joined with a timeout."""
 
     def work() -> None:
         end_open_spans(SIGTERM_REASON)
@@ -97,9 +97,20 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     else:
         worker.join(_HANDLER_BUDGET_S)
 
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _Registry.reason = SIGTERM_REASON
+    previous = _Registry.previous_sigterm
     if callable(previous):
-        previous(signum, frame)
+        # The user's handler decides first. If it returns, the program shuts down gracefully and its
+        # spans end on their own; if it raises (sys.exit...), record the interruption, then let it go on.
+        try:
+            previous(signum, frame)
+        except BaseException:
+            _end_and_flush()
+            raise
         return
+    _end_and_flush()
     # The default action: terminate by the signal itself, so the exit status stays "killed by SIGTERM".
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

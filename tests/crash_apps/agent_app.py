@@ -5,6 +5,8 @@ Usage: ``python tests/crash_apps/agent_app.py MODE``. Environment:
 - ``CRASH_DONE``: how many tool spans complete before the app reports ``ready`` (default 5).
 - ``CRASH_HANDLER``: ``before`` / ``after``: install a user SIGTERM handler before / after
   ``agent_otel.instrument()``; it writes ``CRASH_MARKER`` and exits with status 143.
+  ``graceful``: install (before ``instrument()``) a handler that writes ``CRASH_MARKER`` and only asks
+  the ``wait`` mode to stop; the run then ends its spans normally and exits 0.
 - ``CRASH_SPANS``: spans written by the ``spam`` and ``plain`` modes (default 200).
 - ``CRASH_NO_INSTRUMENT=1``: do not call ``agent_otel.instrument()`` (``opentelemetry-instrument`` runs).
 - ``CRASH_WITH_LIBS=1``: let ``instrument()`` see openai/anthropic/langchain. By default they are made
@@ -43,6 +45,15 @@ def _user_handler(signum: int, frame: Any) -> None:
     sys.exit(143)
 
 
+_STOP = threading.Event()
+
+
+def _graceful_handler(signum: int, frame: Any) -> None:
+    with open(os.environ["CRASH_MARKER"], "w", encoding="utf-8") as fh:
+        fh.write(f"handled {signum}\n")
+    _STOP.set()
+
+
 def _slow_exit_hook() -> None:
     """An exit hook that takes its time (think: flushing to a collector that is down)."""
     if os.environ.get("CRASH_NO_THREADS_AT_EXIT") == "1":
@@ -72,6 +83,8 @@ def main() -> None:
     handler = os.environ.get("CRASH_HANDLER", "")
     if handler == "before":
         signal.signal(signal.SIGTERM, _user_handler)
+    elif handler == "graceful":
+        signal.signal(signal.SIGTERM, _graceful_handler)
 
     import agent_otel
     from agent_otel import spans
@@ -115,8 +128,9 @@ def main() -> None:
 
 def _act(mode: str, agent_otel: Any) -> None:
     if mode == "wait":
-        time.sleep(60)
-        sys.exit(9)  # never reached in the tests: they kill the process first
+        if _STOP.wait(60):  # a graceful SIGTERM handler asked us to finish the turn
+            return
+        sys.exit(9)  # never reached in the tests: they stop the process first
     elif mode == "kbd":
         raise KeyboardInterrupt
     elif mode == "exit":
