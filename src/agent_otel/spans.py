@@ -263,6 +263,8 @@ class SpanHandle:
         if self.ended:
             return
         self.ended = True
+        # An LLM handle's context holds the handle itself: drop it so the pair is freed without the GC.
+        self._context = None
         try:
             span = self.span
             if not span.is_recording():  # never started, or already ended by interruption handling
