@@ -434,3 +434,24 @@ def test_subgraph_node_with_config_adds_no_span(lc: Any) -> None:
     g.add_edge(START, "sub")
     g.compile(name="outer").invoke({"items": []})
     assert span_tree(list(lc.get_finished_spans())) == ["invoke_agent outer", "  node sub", "    node s1"]
+
+
+def test_graph_invoking_itself_from_a_node_is_a_workflow(lc: Any) -> None:
+    holder: dict[str, Any] = {}
+
+    def recurse(state: State) -> dict[str, Any]:
+        if len(state["items"]) < 1:
+            return {"items": holder["graph"].invoke({"items": ["inner"]})["items"]}
+        return {"items": ["leaf"]}
+
+    g = StateGraph(State)
+    g.add_node("recurse", recurse)
+    g.add_edge(START, "recurse")
+    holder["graph"] = graph = g.compile(name="selfish")
+    graph.invoke({"items": []})
+    assert span_tree(list(lc.get_finished_spans())) == [
+        "invoke_agent selfish",
+        "  node recurse",
+        "    invoke_workflow selfish",
+        "      node recurse",
+    ]

@@ -13,6 +13,9 @@ from typing import Any
 
 from agent_otel.instrumentation._safe import guard
 
+MAPPING = (dict, Mapping)
+"""For ``isinstance``: a plain dict passes on the fast path, before the (slow) ABC check."""
+
 # LangChain's ``ls_provider`` (set by each integration's ``_get_ls_params``) -> semconv
 # ``gen_ai.provider.name``. Unknown values pass through lower-cased (semconv allows custom values).
 _PROVIDERS: dict[str, str] = {
@@ -105,21 +108,21 @@ class Response:
 
     def add_usage(self, usage: Any) -> None:
         """Add a LangChain ``usage_metadata`` dict (summed, as LangChain sums stream chunks)."""
-        if not isinstance(usage, Mapping):
+        if not isinstance(usage, MAPPING):
             return
         self.input_tokens = _add(self.input_tokens, usage.get("input_tokens"))
         self.output_tokens = _add(self.output_tokens, usage.get("output_tokens"))
         in_details = usage.get("input_token_details")
-        if isinstance(in_details, Mapping):
+        if isinstance(in_details, MAPPING):
             self.cache_read_tokens = _add(self.cache_read_tokens, in_details.get("cache_read"))
             self.cache_creation_tokens = _add(self.cache_creation_tokens, in_details.get("cache_creation"))
         out_details = usage.get("output_token_details")
-        if isinstance(out_details, Mapping):
+        if isinstance(out_details, MAPPING):
             self.reasoning_tokens = _add(self.reasoning_tokens, out_details.get("reasoning"))
 
     def add_metadata(self, metadata: Any, message_id: Any = None) -> None:
         """Take model, response id and finish reason from ``response_metadata``/``generation_info``."""
-        if not isinstance(metadata, Mapping) or not metadata:
+        if not isinstance(metadata, MAPPING) or not metadata:
             return
         model = metadata.get("model_name") or metadata.get("model") or metadata.get("model_id")
         if isinstance(model, str) and model:
@@ -152,7 +155,7 @@ class Response:
             self._add_tool_call(call)
 
     def _add_tool_call(self, call: Any) -> None:
-        if not isinstance(call, Mapping):
+        if not isinstance(call, MAPPING):
             return
         name, cid = call.get("name"), call.get("id")
         if cid:
@@ -179,15 +182,15 @@ def read_chat_result(result: Any) -> Response:
         if message is not None:
             response.add_message(message)
         info = getattr(generation, "generation_info", None)
-        if not response.finish_reasons and isinstance(info, Mapping):
+        if not response.finish_reasons and isinstance(info, MAPPING):
             response.add_metadata({"finish_reason": info.get("finish_reason")})
     llm_output = getattr(result, "llm_output", None)
-    if isinstance(llm_output, Mapping):
+    if isinstance(llm_output, MAPPING):
         if response.model is None:
             model = llm_output.get("model_name") or llm_output.get("model")
             if isinstance(model, str):
                 response.model = model
-        if response.input_tokens is None and isinstance(llm_output.get("token_usage"), Mapping):
+        if response.input_tokens is None and isinstance(llm_output.get("token_usage"), MAPPING):
             usage = llm_output["token_usage"]
             response.input_tokens = _add(None, usage.get("prompt_tokens"))
             response.output_tokens = _add(None, usage.get("completion_tokens"))
@@ -205,7 +208,7 @@ def _text_parts(content: Any) -> list[dict[str, Any]]:
         for block in content:
             if isinstance(block, str):
                 parts.append({"type": "text", "content": block})
-            elif isinstance(block, Mapping):
+            elif isinstance(block, MAPPING):
                 kind = block.get("type")
                 if kind == "text":
                     parts.append({"type": "text", "content": block.get("text", "")})
@@ -234,7 +237,7 @@ def message_to_semconv(message: Any) -> dict[str, Any]:
     else:
         parts = _text_parts(getattr(message, "content", None))
         for call in getattr(message, "tool_calls", None) or ():
-            if isinstance(call, Mapping):
+            if isinstance(call, MAPPING):
                 parts.append(
                     {
                         "type": "tool_call",
@@ -267,7 +270,7 @@ def output_messages(result: Any) -> list[dict[str, Any]]:
         item = message_to_semconv(message)
         item["role"] = "assistant"
         meta = getattr(message, "response_metadata", None) or {}
-        reason = meta.get("finish_reason") or meta.get("stop_reason") if isinstance(meta, Mapping) else None
+        reason = meta.get("finish_reason") or meta.get("stop_reason") if isinstance(meta, MAPPING) else None
         if reason:
             item["finish_reason"] = reason
         out.append(item)

@@ -39,6 +39,7 @@ from agent_otel import content, spans
 from agent_otel.config import get_settings
 from agent_otel.instrumentation import _langchain_context as lcctx
 from agent_otel.instrumentation import _langchain_extract as extract
+from agent_otel.instrumentation._langchain_extract import MAPPING
 from agent_otel.instrumentation._safe import guard
 
 _logger = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class _LLMCall:
 def _ls_params(instance: Any, run_manager: Any, stop: Any, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
     """LangSmith params of this call: from the run manager's metadata (free), else computed."""
     metadata = getattr(run_manager, "metadata", None)
-    if isinstance(metadata, Mapping) and "ls_provider" in metadata:
+    if isinstance(metadata, MAPPING) and "ls_provider" in metadata:
         return metadata
     get = getattr(instance, "_get_ls_params", None)
     if get is None:
@@ -283,12 +284,14 @@ def _wrap_generate(
     handle = _start_llm(instance, messages, stop, run_manager, kwargs, False)
     if handle is None:
         return wrapped(*args, **kwargs)
+    token = otel_context.attach(handle.context)  # == handle.activate(): marks the LLM call active
     try:
-        with handle.activate():
-            result = wrapped(*args, **kwargs)
+        result = wrapped(*args, **kwargs)
     except BaseException as exc:
         _fail(handle, exc)
         raise
+    finally:
+        otel_context.detach(token)
     _finish_llm(handle, result)
     return result
 
@@ -301,12 +304,14 @@ async def _wrap_agenerate(
     handle = _start_llm(instance, messages, stop, run_manager, kwargs, False)
     if handle is None:
         return await wrapped(*args, **kwargs)
+    token = otel_context.attach(handle.context)
     try:
-        with handle.activate():
-            result = await wrapped(*args, **kwargs)
+        result = await wrapped(*args, **kwargs)
     except BaseException as exc:
         _fail(handle, exc)
         raise
+    finally:
+        otel_context.detach(token)
     _finish_llm(handle, result)
     return result
 

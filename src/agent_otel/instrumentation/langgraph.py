@@ -9,7 +9,8 @@ What is patched (no callback handler is injected; see ``_langchain_context`` for
   with ``gen_ai.conversation.id`` = the config's ``thread_id``; the span is current while the graph
   computes each step, and not while the caller consumes a streamed chunk. The span starts at the
   first ``next()`` in the context the run was *called* in: a new trace when there is no active span,
-  a child of the caller's span otherwise.
+  a child of the caller's span otherwise. ``invoke``/``ainvoke`` are wrapped too: on that path the
+  run span is simply current for the whole call (no switching around each chunk).
 * A graph run *inside a node* is a subgraph, not a new agent: when the node's runnable is the
   subgraph itself (``add_node("sub", compiled_subgraph)``) the node span already names it and no
   span is added; when node code calls a graph (``other_graph.invoke(...)`` in a node function), an
@@ -42,6 +43,7 @@ from opentelemetry import context as otel_context
 from agent_otel import attributes as attrs
 from agent_otel import content, spans
 from agent_otel.instrumentation import _langchain_context as lcctx
+from agent_otel.instrumentation._langchain_extract import MAPPING
 from agent_otel.instrumentation._safe import guard
 
 _logger = logging.getLogger(__name__)
@@ -98,6 +100,8 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bo
 
     _patch(Pregel, "stream", _wrap_stream)
     _patch(Pregel, "astream", _wrap_astream)
+    _patch(Pregel, "invoke", _wrap_invoke)
+    _patch(Pregel, "ainvoke", _wrap_ainvoke)
     runner = _first_module(_RUNNER_MODULES)
     if runner is not None and hasattr(runner, "run_with_retry"):
         _patch(runner, "run_with_retry", _wrap_run_with_retry)
@@ -191,11 +195,22 @@ def _patch_plain(owner: Any, name: str, make: Callable[[Callable[..., Any]], Cal
 
 
 def _configurable(config: Any) -> Mapping[str, Any]:
-    if isinstance(config, Mapping):
+    if isinstance(config, MAPPING):
         conf = config.get("configurable")
-        if isinstance(conf, Mapping):
+        if isinstance(conf, MAPPING):
             return conf
     return {}
+
+
+def _is_node_runnable(proc: Any, graph: Any) -> bool:
+    """True when ``graph`` is the runnable of the node whose task runs ``proc`` (a subgraph node).
+
+    A node's task runs ``RunnableSeq(node runnable, *writers)``; the runnable may be the graph itself
+    or a ``RunnableBinding`` of it (``graph.with_config(...)``).
+    """
+    steps = getattr(proc, "steps", None)
+    bound = steps[0] if steps else proc
+    return bound is graph or getattr(bound, "bound", None) is graph
 
 
 class _GraphRun:
@@ -212,15 +227,13 @@ class _GraphRun:
         scope = lcctx.current_scope(self.parent)
         if scope is not None and scope.kind == lcctx.NODE:
             # A subgraph: its nodes go under the calling node; a graph that *is* the node adds nothing.
-            bound = scope.bound
-            is_node = bound is instance or getattr(bound, "bound", None) is instance  # RunnableBinding
-            self.kind = "none" if is_node else "workflow"
+            self.kind = "none" if _is_node_runnable(scope.bound, instance) else "workflow"
         else:
             self.kind = "agent"
 
     def _name(self) -> str:
         config = self.args[1] if len(self.args) > 1 else self.kwargs.get("config")
-        run_name = config.get("run_name") if isinstance(config, Mapping) else None
+        run_name = config.get("run_name") if isinstance(config, MAPPING) else None
         if isinstance(run_name, str) and run_name:
             return run_name
         name = getattr(self.instance, "name", None)
@@ -263,11 +276,28 @@ class _GraphRun:
         handle.end()
 
 
+# ``invoke``/``ainvoke`` consume their own ``stream``/``astream`` and make no spans while doing so, so
+# they hold the run span current for the whole call and tell the one ``stream`` call they make (by
+# this one-shot marker in the context) to pass through: no per-chunk context switching on that path.
+_INVOKE_KEY = otel_context.create_key("agent_otel.langgraph.invoke")
+
+
+def _claimed_by_invoke(instance: Any) -> bool:
+    """True (once) when this ``stream`` call is the one made by our ``invoke`` wrapper of ``instance``."""
+    marker = otel_context.get_value(_INVOKE_KEY)
+    if type(marker) is list and marker and marker[0] is instance:
+        marker[0] = None
+        return True
+    return False
+
+
 def _wrap_stream(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``Pregel.stream``: the run span is current while the graph computes, not while chunks are consumed."""
     inner = wrapped(*args, **kwargs)
+    if _claimed_by_invoke(instance):
+        return inner
     run = _plan(instance, args, kwargs)
     if run is None:
         return inner
@@ -279,10 +309,61 @@ def _wrap_astream(
 ) -> Any:
     """``Pregel.astream``: the async twin of :func:`_wrap_stream`."""
     inner = wrapped(*args, **kwargs)
+    if _claimed_by_invoke(instance):
+        return inner
     run = _plan(instance, args, kwargs)
     if run is None:
         return inner
     return lcctx.aiterate_in_context(inner, run.begin, None, run.finish)
+
+
+@guard
+def _begin_invoke(instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[_GraphRun, Any]:
+    run = _GraphRun(instance, args, kwargs)
+    ctx = run.begin()
+    if ctx is None:
+        return None
+    return run, otel_context.set_value(_INVOKE_KEY, [instance], ctx)
+
+
+def _wrap_invoke(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Pregel.invoke``: the run span, current for the whole call (see :data:`_INVOKE_KEY`)."""
+    started = _begin_invoke(instance, args, kwargs)
+    if started is None:
+        return wrapped(*args, **kwargs)
+    run, ctx = started
+    token = otel_context.attach(ctx)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        run.finish(exc, False)
+        raise
+    finally:
+        otel_context.detach(token)
+    run.finish(None, False)
+    return result
+
+
+async def _wrap_ainvoke(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Pregel.ainvoke``: the async twin of :func:`_wrap_invoke`."""
+    started = _begin_invoke(instance, args, kwargs)
+    if started is None:
+        return await wrapped(*args, **kwargs)
+    run, ctx = started
+    token = otel_context.attach(ctx)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        run.finish(exc, False)
+        raise
+    finally:
+        otel_context.detach(token)
+    run.finish(None, False)
+    return result
 
 
 @guard
@@ -293,24 +374,16 @@ def _plan(instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _G
 # --------------------------------------------------------------------------- nodes
 
 
-class _Node:
-    __slots__ = ("handle", "scope", "task")
-
-    def __init__(self, handle: spans.SpanHandle, scope: lcctx.Scope, task: Any) -> None:
-        self.handle = handle
-        self.scope = scope
-        self.task = task
-
-
 @guard
-def _start_node(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[_Node, otel_context.Context]:
+def _start_node(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[lcctx.Scope, Any, bool]:
+    """Start the node span of a task: (its scope, the context to attach, capture the output?)."""
     task = args[0] if args else kwargs.get("task")
     name = getattr(task, "name", None)
     if not isinstance(name, str) or name in _HIDDEN_TASKS:
         return None
     config = getattr(task, "config", None)
-    metadata = config.get("metadata") if isinstance(config, Mapping) else None
-    step = metadata.get("langgraph_step") if isinstance(metadata, Mapping) else None
+    metadata = config.get("metadata") if isinstance(config, MAPPING) else None
+    step = metadata.get("langgraph_step") if isinstance(metadata, MAPPING) else None
     triggers = getattr(task, "triggers", None)
     task_id = getattr(task, "id", None)
     handle = spans.start_node(
@@ -319,31 +392,35 @@ def _start_node(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[_Node
         triggers=list(triggers) if triggers else None,
         attributes={attrs.NODE_TASK_ID: task_id} if isinstance(task_id, str) else None,
     )
-    if handle.recording and content.capture_enabled():
+    capture = handle.recording and content.capture_enabled()
+    if capture:
         handle.set_attribute(
             attrs.NODE_INPUT, content.to_json(getattr(task, "input", None), kind="node_input")
         )
     enclosing = lcctx.current_scope()
-    proc = getattr(task, "proc", None)
-    steps = getattr(proc, "steps", None)
-    bound = steps[0] if steps else proc
-    scope = lcctx.Scope(lcctx.NODE, handle, enclosing.run if enclosing is not None else None, bound)
-    return _Node(handle, scope, task), lcctx.scoped_context(scope, handle.context)
+    # ``bound`` holds the task's runnable; _GraphRun resolves it only for a graph run inside the node.
+    scope = lcctx.Scope(
+        lcctx.NODE, handle, enclosing.run if enclosing is not None else None, getattr(task, "proc", None)
+    )
+    return scope, lcctx.scoped_context(scope, handle.context), capture
 
 
 @guard
-def _finish_node(node: _Node, exc: BaseException | None) -> None:
-    handle = node.handle
+def _finish_node(scope: lcctx.Scope, exc: BaseException | None, task: Any) -> None:
+    """End a node span: interrupts are pauses, ``ParentCommand`` is navigation, the rest failures."""
+    handle = scope.handle
+    if handle is None:
+        return
     if exc is None:
-        if handle.recording and content.capture_enabled():
-            writes = getattr(node.task, "writes", None)
+        if task is not None:
+            writes = getattr(task, "writes", None)
             if writes:
                 output = [{"channel": w[0], "value": w[1]} for w in list(writes) if isinstance(w, tuple)]
                 handle.set_attribute(attrs.NODE_OUTPUT, content.to_json(output, kind="node_output"))
     elif isinstance(exc, _State.interrupt):
         handle.set_attribute(attrs.INTERRUPT, True)
-        if node.scope.run is not None:
-            node.scope.run.interrupted = True
+        if scope.run is not None:
+            scope.run.interrupted = True
     elif not isinstance(exc, _State.bubble_up):
         handle.fail(exc)
     handle.end()
@@ -356,16 +433,19 @@ def _wrap_run_with_retry(
     started = _start_node(args, kwargs)
     if started is None:
         return wrapped(*args, **kwargs)
-    node, ctx = started
+    scope, ctx, capture = started
     token = otel_context.attach(ctx)
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        _finish_node(node, exc)
+        _finish_node(scope, exc, None)
         raise
     finally:
         otel_context.detach(token)
-    _finish_node(node, None)
+    if capture:
+        _finish_node(scope, None, args[0] if args else kwargs.get("task"))
+    else:
+        scope.handle.end()  # type: ignore[union-attr]  # never raises
     return result
 
 
@@ -376,16 +456,19 @@ async def _wrap_arun_with_retry(
     started = _start_node(args, kwargs)
     if started is None:
         return await wrapped(*args, **kwargs)
-    node, ctx = started
+    scope, ctx, capture = started
     token = otel_context.attach(ctx)
     try:
         result = await wrapped(*args, **kwargs)
     except BaseException as exc:
-        _finish_node(node, exc)
+        _finish_node(scope, exc, None)
         raise
     finally:
         otel_context.detach(token)
-    _finish_node(node, None)
+    if capture:
+        _finish_node(scope, None, args[0] if args else kwargs.get("task"))
+    else:
+        scope.handle.end()  # type: ignore[union-attr]  # never raises
     return result
 
 
@@ -394,7 +477,7 @@ async def _wrap_arun_with_retry(
 
 @guard
 def _record_unknown_tool(call: Any) -> None:
-    if not isinstance(call, Mapping):
+    if not isinstance(call, MAPPING):
         return
     name = str(call.get("name") or "unknown")
     handle = spans.start_tool(name, call_id=call.get("id"))
