@@ -396,3 +396,33 @@ def test_every_shape_of_huge_span_fits_a_line(tracer: trace.Tracer, shape: str) 
 
 def test_max_line_bytes_is_below_one_mebibyte() -> None:
     assert MAX_LINE_BYTES < 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"gen_ai.operation.name": "chat", "server.port": 443, "stream": True, "temperature": 0.25},
+        {"big": 2**70, "ok": "x"},  # beyond int64: the general path writes the digits as a string
+        {"nan": float("nan")},  # not finite: the general path
+        {"list": ["a", "b"], "tokens": -3, "off": False},
+        {"surrogate": "bad \ud800 text"},  # not UTF-8: the general path scrubs it
+        {},
+    ],
+)
+@pytest.mark.parametrize("status", [None, Status(StatusCode.ERROR, 'boom "quoted" ü'), Status(StatusCode.OK)])
+def test_fast_path_writes_exactly_what_the_general_path_writes(
+    tracer: trace.Tracer, attributes: dict[str, Any], status: Status | None
+) -> None:
+    with tracer.start_as_current_span("parent"):
+        span = tracer.start_span('chat "model" ü', kind=SpanKind.CLIENT, attributes=attributes)
+    if status is not None:
+        span.set_status(status)
+    span.end()
+    encoder = LineEncoder()
+    for start in (True, False):
+        general = json.loads(encode._dump_safe(encode._span_body(span, start=start), dumps_stdlib))
+        for _ in range(2):  # the second time, the cached fragments are used
+            written = {
+                k: v for k, v in parse(encoder.encode(span, start=start)).items() if not k.startswith("_")
+            }
+            assert written == general

@@ -30,6 +30,8 @@ MAX_LINE_BYTES = 1024 * 1024 - 1024  # the Collector's file receiver truncates l
 _TRUNCATION_STEPS = (256 * 1024, 64 * 1024, 16 * 1024, 4 * 1024, 1024, 256)
 _START_MARKER = {"key": START_RECORD, "value": {"boolValue": True}}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_START_MARKER_BYTES = b'{"key":"' + START_RECORD.encode() + b'","value":{"boolValue":true}}'
+_FRAGMENT_CACHE_SIZE = 4096
 _MAX_DEPTH = 32  # nested arrays / maps deeper than this are written as their string form
 
 JsonDumps = Callable[[Any], bytes]
@@ -252,6 +254,8 @@ class LineEncoder:
         self._dumps: JsonDumps = json_dumps or dumps
         self._frames: dict[tuple[int, int], tuple[bytes, bytes, Resource, Any]] = {}
         self._last: tuple[bytes, bytes, Any, Any] = (b"", b"", object(), object())  # the last frame used
+        self._str_kv: dict[tuple[str, str], bytes] = {}  # fast-path fragments, see _kv_bytes
+        self._key_prefix: dict[str, bytes] = {}
 
     def _frame(self, span: ReadableSpan) -> tuple[bytes, bytes]:
         resource = span.resource
@@ -281,6 +285,14 @@ class LineEncoder:
             head, tail = last[0], last[1]
         else:
             head, tail = self._frame(span)
+        try:
+            encoded = self._span_bytes(span, start)
+        except (TypeError, ValueError, OverflowError):  # e.g. a lone surrogate: the general path copes
+            encoded = None
+        if encoded is not None:
+            line = head + encoded + tail
+            if len(line) <= MAX_LINE_BYTES:
+                return line
         body = _span_body(span, start=start)
         try:
             encoded = self._dumps(body)
@@ -290,6 +302,99 @@ class LineEncoder:
         if len(line) > MAX_LINE_BYTES:
             line = head + _shrink(body, MAX_LINE_BYTES - len(head) - len(tail), self._dumps) + tail
         return line
+
+    # -- the fast path ---------------------------------------------------------------------------
+    # Most spans are plain: str/int/bool/float attributes, no events, links or trace state. Their
+    # JSON is assembled from byte fragments, with the fragments of repeated (key, value) pairs —
+    # operation, provider, model, category, conversation — cached. Anything else returns None and
+    # takes the general path (``_span_body``), which produces the same JSON.
+
+    def _kv_bytes(self, key: str, value: Any) -> bytes | None:
+        kind = type(value)
+        if kind is str:
+            cache = self._str_kv
+            fragment = cache.get((key, value))
+            if fragment is None:
+                fragment = self._dumps({"key": key, "value": {"stringValue": value}})
+                if len(value) <= 128:
+                    if len(cache) >= _FRAGMENT_CACHE_SIZE:
+                        cache.clear()  # keeps what is hot now, bounds memory
+                    cache[(key, value)] = fragment
+            return fragment
+        prefix = self._key_prefix.get(key)
+        if prefix is None:
+            if len(self._key_prefix) >= _FRAGMENT_CACHE_SIZE:
+                self._key_prefix.clear()
+            prefix = self._key_prefix[key] = b'{"key":' + self._dumps(key) + b',"value":'
+        if kind is int:
+            if _INT64_MIN <= value <= _INT64_MAX:
+                return prefix + b'{"intValue":"%d"}}' % value
+            return None
+        if kind is bool:
+            return prefix + (b'{"boolValue":true}}' if value else b'{"boolValue":false}}')
+        if kind is float and math.isfinite(value):
+            return prefix + b'{"doubleValue":' + self._dumps(value) + b"}}"
+        return None
+
+    def _span_bytes(self, span: ReadableSpan, start: bool) -> bytes | None:
+        ctx = span.context
+        if ctx.trace_state:
+            return None
+        if not start and (getattr(span, "_events", None) or getattr(span, "_links", None)):
+            return None
+        fragments = []
+        source = span.attributes
+        if source:
+            kv_bytes, cached, append = self._kv_bytes, self._str_kv.get, fragments.append
+            for key, value in source.copy().items():  # type: ignore[attr-defined]
+                fragment = cached((key, value)) if type(value) is str else None  # the common case, inline
+                if fragment is None:
+                    fragment = kv_bytes(key, value)
+                    if fragment is None:
+                        return None
+                append(fragment)
+        name = self._dumps(span.name)
+        parent = span.parent
+        if parent is None:
+            ids = b'{"traceId":"%032x","spanId":"%016x","flags":%d' % (
+                ctx.trace_id,
+                ctx.span_id,
+                ctx.trace_flags | 0x100,
+            )
+        else:
+            ids = b'{"traceId":"%032x","spanId":"%016x","parentSpanId":"%016x","flags":%d' % (
+                ctx.trace_id,
+                ctx.span_id,
+                parent.span_id,
+                ctx.trace_flags | (0x300 if parent.is_remote else 0x100),
+            )
+        common = (
+            ids
+            + b',"name":'
+            + name
+            + b',"kind":%d,"startTimeUnixNano":"%d"' % (span.kind._value_ + 1, span.start_time or 0)
+        )
+        if start:
+            fragments.append(_START_MARKER_BYTES)
+            return common + b',"attributes":[' + b",".join(fragments) + b"]}"
+        if span.dropped_attributes:
+            return None
+        status = span.status
+        if status.description:
+            status_bytes = b'{"code":%d,"message":%s}' % (
+                status.status_code._value_,
+                self._dumps(status.description),
+            )
+        else:
+            status_bytes = b'{"code":%d}' % status.status_code._value_
+        return (
+            common
+            + b',"endTimeUnixNano":"%d","attributes":[' % (span.end_time or span.start_time or 0)
+            + b",".join(fragments)
+            + b'],"status":'
+            + status_bytes
+            + b"}"
+        )
 
 
 def _dump_safe(obj: dict[str, Any], json_dumps: JsonDumps) -> bytes:
