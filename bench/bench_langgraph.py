@@ -2,8 +2,8 @@
 
 Run: ``python bench/bench_langgraph.py [--turns N] [--rounds R]``. Offline: a scripted chat model (a
 real ``BaseChatModel``) and a ``@tool``, in a real ``create_react_agent`` graph. Each round runs N turns
-uninstrumented, N instrumented, N uninstrumented again (``agent_otel.instrumentation.langchain``), on the same graph,
-so both sides see the same machine state; the table shows, over R rounds,
+uninstrumented, N instrumented (``agent_otel.instrumentation.langchain``) and N uninstrumented again,
+on the same graph, so both sides see the same machine state; the table shows, over R rounds,
 
 - CPU µs per turn without and with instrumentation (best round; process time, so a busy machine's
   waiting is not counted), and the difference (the budget: ≤ 400 µs), with the median-of-rounds
