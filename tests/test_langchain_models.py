@@ -69,7 +69,7 @@ def test_stream_is_one_span_with_time_to_first_chunk(lc: Any, tracer_provider: A
     for chunk in ScriptedChatModel().stream("weather in Kyiv"):
         with tracer.start_as_current_span("consume"):
             chunks.append(chunk)
-    assert chunks[-1].chunk_position == "last" or chunks
+    assert len(chunks) >= 2
     finished = list(lc.get_finished_spans())
     span = one(finished, "chat scripted-1")
     a = span.attributes
