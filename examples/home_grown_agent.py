@@ -44,7 +44,11 @@ def get_weather(city: str) -> str:
 @agent_otel.tool
 def calculator(expression: str) -> str:
     left, op, right = re.match(r"(\d+)\s*([-+*/])\s*(\d+)", expression).groups()  # type: ignore[union-attr]
-    return str({"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__}[op](int(left), int(right)))
+    return str(
+        {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__}[op](
+            int(left), int(right)
+        )
+    )
 
 
 @agent_otel.tool
@@ -60,7 +64,12 @@ def convert_currency(amount: str) -> str:
         return f"{float(amount) * 0.92:.2f} EUR"
 
 
-TOOLS = {"get_weather": get_weather, "calculator": calculator, "search": search, "convert_currency": convert_currency}
+TOOLS = {
+    "get_weather": get_weather,
+    "calculator": calculator,
+    "search": search,
+    "convert_currency": convert_currency,
+}
 
 
 async def run_turn(question: str) -> str:

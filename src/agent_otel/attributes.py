@@ -128,6 +128,7 @@ def span_name(operation: str, subject: str | None) -> str:
     """Return the conventional span name ``"{operation} {subject}"`` (just the operation if no subject)."""
     return f"{operation} {subject}" if subject else operation
 
+
 # --- langchain / langgraph ---
 # Tool calls a model requested in its answer (names and call ids; arguments only via content capture).
 LLM_TOOL_CALL_NAMES = "agent_otel.llm.tool_call.names"

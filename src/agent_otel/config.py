@@ -101,7 +101,12 @@ def _content_mode(env: Mapping[str, str]) -> str:
         return "SPAN_ONLY"
     if value.lower() in _FALSE:
         return "NO_CONTENT"
-    _warn(CAPTURE_CONTENT_ENV, raw, "NO_CONTENT", "NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT, true or false")
+    _warn(
+        CAPTURE_CONTENT_ENV,
+        raw,
+        "NO_CONTENT",
+        "NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT, true or false",
+    )
     return "NO_CONTENT"
 
 

@@ -47,7 +47,11 @@ TOOLS = [
         "function": {
             "name": "get_weather",
             "description": "Current weather for a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
         },
     },
     {
@@ -118,8 +122,13 @@ def run_turn(client: Any, messages: list[dict[str, Any]], question: str, model: 
                 return message.content or ""
             messages.append(message.model_dump(exclude_none=True))
             for call in message.tool_calls:
-                messages.append({"role": "tool", "tool_call_id": call.id,
-                                 "content": _call_tool(call.function.name, call.function.arguments, call.id)})
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.id,
+                        "content": _call_tool(call.function.name, call.function.arguments, call.id),
+                    }
+                )
     return ""
 
 
@@ -185,8 +194,12 @@ def add_parser(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dir", help="record directory (default: AGENT_OTEL_JSONL_DIR or ./agent-otel-traces)")
+    parser.add_argument(
+        "--dir", help="record directory (default: AGENT_OTEL_JSONL_DIR or ./agent-otel-traces)"
+    )
     parser.add_argument("--model", default="gpt-4o-mini", help="model name sent to the scripted server")
-    parser.add_argument("--conversation", default="demo-conversation", help="gen_ai.conversation.id of the run")
+    parser.add_argument(
+        "--conversation", default="demo-conversation", help="gen_ai.conversation.id of the run"
+    )
     parser.add_argument("--no-view", action="store_true", help="do not print the record after the run")
     parser.set_defaults(func=run)
