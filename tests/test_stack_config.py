@@ -16,7 +16,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 COLLECTOR = ROOT / "collector-config.yaml"
 TEMPO = ROOT / "deploy" / "tempo.yaml"
 DATASOURCES = ROOT / "deploy" / "grafana" / "datasources.yaml"
-DOC = ROOT / "docs" / "cli-and-stack.md"
+DOC = ROOT / "README.md"
 
 
 def load(path: Path) -> Any:
