@@ -157,10 +157,17 @@ class SpanHandle:
             _logger.debug("agent-otel: could not set %s", key, exc_info=True)
 
     def set_attributes(self, values: Mapping[str, Any]) -> None:
-        """Set several attributes; None values are ignored."""
-        for key, value in values.items():
-            if value is not None:
+        """Set several attributes; None values are ignored (merged handles: see ``set_attribute``)."""
+        if not self.owned:
+            for key, value in values.items():
                 self.set_attribute(key, value)
+            return
+        try:
+            span = self.span
+            if span.is_recording():
+                span.set_attributes({k: v for k, v in values.items() if v is not None})
+        except Exception:
+            _logger.debug("agent-otel: could not set attributes", exc_info=True)
 
     def set_usage(
         self,
@@ -269,7 +276,12 @@ class SpanHandle:
             span = self.span
             if not span.is_recording():  # never started, or already ended by interruption handling
                 return
-            if self.category is Category.TOOL and not self.failed:
+            # A tool paused by a graph interrupt() has no outcome yet: it neither succeeded nor failed.
+            if (
+                self.category is Category.TOOL
+                and not self.failed
+                and not span.attributes.get(attrs.INTERRUPT)
+            ):
                 span.set_attribute(attrs.TOOL_OUTCOME, attrs.TOOL_OUTCOME_SUCCESS)
             span.end(end_time)
         except Exception:
