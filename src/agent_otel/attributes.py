@@ -113,6 +113,8 @@ TOOL_OUTCOME_SUCCESS = "success"
 TOOL_OUTCOME_ERROR = "error"
 TOOL_OUTCOME_VALIDATION_ERROR = "validation_error"
 TOOL_VALIDATION_ERROR_TYPE = "ToolValidationError"
+# The model asked for a tool the agent does not have.
+TOOL_NOT_FOUND_ERROR_TYPE = "ToolNotFound"
 
 # A LangGraph interrupt()/human-in-the-loop pause (not a failure).
 INTERRUPT = "agent_otel.graph.interrupt"
