@@ -339,8 +339,8 @@ def test_tail_exits_cleanly_on_ctrl_c(records: dict[str, Path]) -> None:
         first = proc.stdout.readline()
         assert "invoke_agent researcher" in first
         proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=10)
-        _, err = proc.communicate(timeout=10)
+        rc = proc.wait(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
