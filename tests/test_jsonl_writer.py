@@ -320,3 +320,43 @@ def test_forked_child_writes_its_own_file(tmp_path: Path) -> None:
     assert lines_of(files[os.getpid()]) == [line(1)[:-1], line(3)[:-1]]
     assert lines_of(files[pid]) == [line(2)[:-1]]
     assert file_mode(files[pid]) == 0o600
+
+
+def test_a_write_from_inside_a_write_does_not_deadlock(tmp_path: Path) -> None:
+    """A finaliser (a stream proxy's __del__ ending its span) may run during a GC inside write()."""
+    w = RecordWriter(directory=tmp_path, fsync="never")
+    done = threading.Event()
+
+    def nested() -> None:
+        with w._lock:  # what the outer write holds when the GC runs the finaliser
+            w.write(line(1))
+        done.set()
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    t.join(5)
+    assert done.is_set(), "write() deadlocked when re-entered on the same thread"
+    w.close()
+    assert len(lines_of(next(tmp_path.glob("*.jsonl")))) == 1
+
+
+def test_rotation_in_interval_mode_fsyncs_off_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced_on: list[int] = []
+    fsynced = threading.Event()
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced_on.append(threading.get_ident())
+        real_fsync(fd)
+        fsynced.set()
+
+    monkeypatch.setattr(writer.os, "fsync", recording_fsync)
+    w = RecordWriter(directory=tmp_path, max_bytes=1, fsync="interval", fsync_interval_ms=60_000)
+    w.write(line(1))  # reaches max_bytes: the file is retired
+    assert fsynced.wait(5)
+    assert threading.get_ident() not in synced_on
+    w.write(line(2))
+    w.close()
+    assert len(list(tmp_path.glob("*.jsonl"))) == 2

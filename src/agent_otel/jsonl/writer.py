@@ -87,7 +87,9 @@ class RecordWriter:
         self._max_bytes = max_bytes if self._explicit is None else 0
         self._fsync = fsync
         self._interval = max(fsync_interval_ms, 1) / 1000.0
-        self._lock = threading.Lock()
+        # Re-entrant: a span ended by a finaliser (a stream proxy's __del__) during a garbage collection
+        # that runs inside write() on the same thread must not deadlock.
+        self._lock = threading.RLock()
         self._fd = -1
         self._size = 0
         self._seq = 0
@@ -174,7 +176,7 @@ class RecordWriter:
                     self._failed = False
                     _logger.warning("agent-otel: writing the JSONL record to %s works again", self.path)
                 if self._max_bytes and self._size >= self._max_bytes:
-                    self._close_fd()
+                    self._rotate()
             except OSError as exc:
                 self._retry_at = time.monotonic() + _RETRY_AFTER_S
                 if not self._failed:
@@ -185,6 +187,17 @@ class RecordWriter:
                         exc,
                     )
                 self._close_fd_quietly()
+
+    def _rotate(self) -> None:
+        """Retire the full file; the next write opens the next one. In ``interval`` mode its last
+        fsync runs on a helper thread: the application's thread never waits for the disk."""
+        if self._fsync != "interval" or not self._dirty:
+            self._close_fd()
+            return
+        fd, self._fd, self._dirty = self._fd, -1, False
+        threading.Thread(
+            target=_fsync_and_close, args=(fd,), name="agent-otel-fsync-rotated", daemon=True
+        ).start()
 
     def _close_fd_quietly(self) -> None:
         try:
@@ -228,7 +241,7 @@ class RecordWriter:
 
     def _reset_after_fork(self) -> None:
         # The child must not share the parent's file (per-process files) or its lock state.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._syncer = None
         self._wake = threading.Event()
         if self._fd >= 0:
@@ -239,6 +252,15 @@ class RecordWriter:
         self._fd = -1
         self._seq = 0
         self._started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _after_fork(ref: weakref.ref[RecordWriter]) -> None:
