@@ -43,9 +43,6 @@ def dumps_stdlib(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-_dumps_std = dumps_stdlib  # older name
-
-
 def orjson_available() -> bool:
     """True when the fast encoder (orjson) is installed and used by default."""
     return _orjson is not None
@@ -156,9 +153,8 @@ def encode_scope(scope: InstrumentationScope | None) -> dict[str, Any]:
 def _span_body(span: ReadableSpan, *, start: bool) -> dict[str, Any]:
     """The OTLP/JSON span object of a start record (``start=True``) or an end record.
 
-    This is the hot path of the record, written flat (function calls cost here): %-formatting and
-    ``_value_`` are the cheapest ways to these strings and numbers, and the attribute loop handles
-    the common value types inline.
+    The general path: every span can be written this way (``LineEncoder._span_bytes`` is the fast
+    path for plain spans and writes the same JSON).
     """
     ctx = span.context
     parent = span.parent
@@ -179,24 +175,7 @@ def _span_body(span: ReadableSpan, *, start: bool) -> dict[str, Any]:
     body["kind"] = span.kind._value_ + 1
     body["startTimeUnixNano"] = str(span.start_time or 0)
 
-    attributes: list[dict[str, Any]] = []
-    source = span.attributes
-    if source:
-        try:
-            items = source.copy().items()  # type: ignore[attr-defined]  # see _snapshot
-        except Exception:
-            items = source.items()
-        append = attributes.append
-        for key, value in items:
-            kind = type(value)
-            if kind is str:
-                append({"key": key, "value": {"stringValue": value}})
-            elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
-                append({"key": key, "value": {"intValue": str(value)}})
-            elif kind is bool:
-                append({"key": key, "value": {"boolValue": value}})
-            else:
-                append({"key": key, "value": _any_value(value)})
+    attributes = encode_attributes(span.attributes)
     if start:
         attributes.append(_START_MARKER)
         body["attributes"] = attributes
