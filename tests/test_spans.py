@@ -250,6 +250,68 @@ def test_validation_error(span_exporter: InMemorySpanExporter) -> None:
     assert u.attributes[attrs.TOOL_OUTCOME] == "validation_error"
 
 
+def test_tool_outcome_defaults_to_success(span_exporter: InMemorySpanExporter) -> None:
+    spans.start_tool("t").end()
+    (s,) = span_exporter.get_finished_spans()
+    assert s.attributes[attrs.TOOL_OUTCOME] == "success"
+
+
+def test_set_outcome_none_means_no_outcome(span_exporter: InMemorySpanExporter) -> None:
+    h = spans.start_tool("paused")
+    h.set_outcome(None)
+    h.end()
+    h2 = spans.start_tool("skipped")
+    h2.set_outcome("skipped")
+    h2.end()
+    got = finished(span_exporter)
+    assert attrs.TOOL_OUTCOME not in got["execute_tool paused"].attributes
+    assert got["execute_tool paused"].status.status_code is StatusCode.UNSET
+    assert got["execute_tool skipped"].attributes[attrs.TOOL_OUTCOME] == "skipped"
+
+
+def test_a_failure_keeps_its_outcome_whatever_set_outcome_said(span_exporter: InMemorySpanExporter) -> None:
+    h = spans.start_tool("t")
+    h.set_outcome(None)
+    h.fail(ValueError("boom"))
+    h.end()
+    (s,) = span_exporter.get_finished_spans()
+    assert s.attributes[attrs.TOOL_OUTCOME] == "error"
+
+
+@pytest.mark.parametrize("through", ["set_attribute", "set_attributes"])
+def test_an_interrupt_set_through_the_handle_means_no_outcome(
+    span_exporter: InMemorySpanExporter, through: str
+) -> None:
+    """LangGraph interrupt() inside a tool: a pause, neither a success nor a failure."""
+    h = spans.start_tool("t")
+    if through == "set_attribute":
+        h.set_attribute(attrs.INTERRUPT, True)
+    else:
+        h.set_attributes({attrs.INTERRUPT: True})
+    h.end()
+    (s,) = span_exporter.get_finished_spans()
+    assert s.attributes[attrs.INTERRUPT] is True
+    assert attrs.TOOL_OUTCOME not in s.attributes
+
+
+def test_the_outcome_is_decided_by_the_handle_not_read_back_from_the_span(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    h = spans.start_tool("t")
+    h.span.set_attribute(attrs.INTERRUPT, True)  # behind the handle's back: not its business
+    h.end()
+    (s,) = span_exporter.get_finished_spans()
+    assert s.attributes[attrs.TOOL_OUTCOME] == "success"
+
+
+def test_other_categories_record_no_outcome(span_exporter: InMemorySpanExporter) -> None:
+    h = spans.start_node("n")
+    h.set_outcome("success")
+    h.end()
+    (s,) = span_exporter.get_finished_spans()
+    assert attrs.TOOL_OUTCOME not in s.attributes
+
+
 def test_end_is_idempotent_and_later_calls_are_noops(
     span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,6 +36,7 @@ SpanFilter = Callable[[str, str, Mapping[str, Any]], bool]
 """A span filter: ``(category, span_name, start_attributes) -> keep?`` (Koog's message filter)."""
 
 _LLM_KEY = context_api.create_key("agent_otel.active_llm")
+_INTERRUPT = attrs.INTERRUPT
 
 # Exceptions that mean "the run was stopped", not "the code failed".
 _INTERRUPTIONS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
@@ -100,7 +101,7 @@ class SpanHandle:
     idempotent, so whichever path finishes first (return, exception, stream close, GC) wins.
     """
 
-    __slots__ = ("_context", "_parent", "category", "ended", "failed", "owned", "span")
+    __slots__ = ("_context", "_outcome", "_parent", "category", "ended", "failed", "owned", "span")
 
     def __init__(self, span: Span, category: Category, parent: context_api.Context, owned: bool = True):
         self.span = span
@@ -110,6 +111,8 @@ class SpanHandle:
         self.failed = False
         self._parent = parent
         self._context: context_api.Context | None = None
+        # What ``end`` records as the tool outcome of a tool that did not fail (see set_outcome).
+        self._outcome: str | None = attrs.TOOL_OUTCOME_SUCCESS
 
     @property
     def recording(self) -> bool:
@@ -147,6 +150,8 @@ class SpanHandle:
         if value is None:
             return
         try:
+            if key == _INTERRUPT and value:
+                self._outcome = None  # paused by a graph interrupt(): see set_outcome
             span = self.span
             if not span.is_recording():  # ended (maybe by interruption handling), filtered, sampled out
                 return
@@ -158,11 +163,13 @@ class SpanHandle:
 
     def set_attributes(self, values: Mapping[str, Any]) -> None:
         """Set several attributes; None values are ignored (merged handles: see ``set_attribute``)."""
-        if not self.owned:
-            for key, value in values.items():
-                self.set_attribute(key, value)
-            return
         try:
+            if values.get(_INTERRUPT):
+                self._outcome = None  # paused by a graph interrupt(): see set_outcome
+            if not self.owned:
+                for key, value in values.items():
+                    self.set_attribute(key, value)
+                return
             span = self.span
             if span.is_recording():
                 span.set_attributes({k: v for k, v in values.items() if v is not None})
@@ -265,6 +272,16 @@ class SpanHandle:
         self.fail(error_type=error_type, message=message or error_type)
         self.set_attribute(attrs.TOOL_OUTCOME, attrs.TOOL_OUTCOME_VALIDATION_ERROR)
 
+    def set_outcome(self, outcome: str | None) -> None:
+        """Choose the outcome ``end`` records on a tool span that did not fail (``agent_otel.tool.outcome``).
+
+        The default is ``"success"``. None means *no outcome*: the call neither succeeded nor failed
+        (a tool paused by a LangGraph ``interrupt()``, waiting for a human). A failed tool keeps the
+        outcome its failure set (``error`` / ``validation_error``). Setting ``agent_otel.graph.interrupt``
+        through this handle implies ``set_outcome(None)``. Other categories record no outcome.
+        """
+        self._outcome = outcome
+
     def end(self, end_time: int | None = None) -> None:
         """End the span exactly once (later calls do nothing)."""
         if self.ended:
@@ -276,13 +293,8 @@ class SpanHandle:
             span = self.span
             if not span.is_recording():  # never started, or already ended by interruption handling
                 return
-            # A tool paused by a graph interrupt() has no outcome yet: it neither succeeded nor failed.
-            if (
-                self.category is Category.TOOL
-                and not self.failed
-                and not span.attributes.get(attrs.INTERRUPT)
-            ):
-                span.set_attribute(attrs.TOOL_OUTCOME, attrs.TOOL_OUTCOME_SUCCESS)
+            if self.category is Category.TOOL and not self.failed and self._outcome is not None:
+                span.set_attribute(attrs.TOOL_OUTCOME, self._outcome)
             span.end(end_time)
         except Exception:
             _logger.debug("agent-otel: could not end span", exc_info=True)
