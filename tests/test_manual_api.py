@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import gc
 import inspect
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +106,28 @@ def test_llm_scope_records_outcome(span_exporter: InMemorySpanExporter) -> None:
     assert s.attributes[attrs.SERVER_PORT] == 8080
 
 
+def test_llm_requires_a_provider() -> None:
+    """gen_ai.provider.name is required by the conventions: no made-up default."""
+    with pytest.raises(TypeError):
+        agent_otel.llm("m")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+
+        @agent_otel.llm  # type: ignore[call-arg]
+        def call() -> None:
+            pass
+
+
+def test_llm_decorator_with_a_provider(span_exporter: InMemorySpanExporter) -> None:
+    @agent_otel.llm("m", provider="local")
+    def call() -> int:
+        return 1
+
+    assert call() == 1
+    (s,) = span_exporter.get_finished_spans()
+    assert s.name == "chat m"
+    assert s.attributes[attrs.GEN_AI_PROVIDER_NAME] == "local"
+
+
 def test_tool_context_manager_validation_error(span_exporter: InMemorySpanExporter) -> None:
     with agent_otel.tool("search", call_id="c1") as t:
         t.validation_error("query must not be empty")
@@ -170,6 +196,153 @@ def test_same_scope_nested_in_itself(span_exporter: InMemorySpanExporter) -> Non
     assert parent_of(a) == b.context.span_id
 
 
+# --- a ``with`` block exited in another context (generators resumed elsewhere) -------------------------
+
+
+def test_with_in_a_generator_closed_in_another_context_ends_its_span(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """The repro: Starlette's iterate_in_threadpool runs each next() in a fresh context copy."""
+
+    def gen() -> Iterator[int]:
+        with agent_otel.agent("a"):
+            yield 1
+            yield 2
+
+    g = gen()
+    assert contextvars.copy_context().run(next, g) == 1
+    g.close()
+    (s,) = span_exporter.get_finished_spans()
+    assert s.name == "invoke_agent a"
+    assert s.status.status_code is StatusCode.UNSET
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing leaked into this context
+
+
+def test_with_in_a_generator_stepped_in_fresh_copies_ends_once(
+    span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    def gen() -> Iterator[int]:
+        with agent_otel.tool("t") as h:
+            h.set_attribute("entered", True)
+            yield 1
+            yield 2
+
+    g = gen()
+    with caplog.at_level(logging.ERROR):
+        assert list(iter(lambda: contextvars.copy_context().run(next, g, None), None)) == [1, 2]
+    (s,) = span_exporter.get_finished_spans()
+    assert s.attributes[attrs.TOOL_OUTCOME] == "success"
+    assert not caplog.records, caplog.text  # no "Failed to detach context"
+
+
+def test_with_in_a_generator_failing_in_another_context_records_the_error(
+    span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    def gen() -> Iterator[int]:
+        with agent_otel.tool("t"):
+            yield 1
+
+    g = gen()
+    entered = contextvars.copy_context()
+    entered.run(next, g)
+    later = entered.run(contextvars.copy_context)  # a copy taken while the block is open: sees the entry
+    with pytest.raises(Boom), caplog.at_level(logging.ERROR):
+        later.run(g.throw, Boom("late"))
+    assert not caplog.records, caplog.text  # no "Failed to detach context" from the OTel API
+    (s,) = span_exporter.get_finished_spans()
+    assert s.status.status_code is StatusCode.ERROR
+    assert s.attributes[attrs.ERROR_TYPE] == "Boom"
+    assert s.attributes[attrs.TOOL_OUTCOME] == "error"
+
+
+def test_with_in_a_generator_collected_in_another_context_ends_its_span(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    def gen() -> Iterator[int]:
+        with agent_otel.node("n"):
+            yield 1
+
+    g = gen()
+    contextvars.copy_context().run(next, g)
+    del g
+    gc.collect()
+    assert [s.name for s in span_exporter.get_finished_spans()] == ["node n"]
+
+
+async def test_async_with_in_an_async_generator_closed_in_another_task_ends_its_span(
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    async def agen() -> AsyncIterator[int]:
+        async with agent_otel.agent("a"):
+            yield 1
+            yield 2
+
+    ag = agen()
+    assert await asyncio.create_task(ag.__anext__()) == 1  # entered in the task's context copy
+    await ag.aclose()
+    (s,) = span_exporter.get_finished_spans()
+    assert s.name == "invoke_agent a"
+
+
+def test_shared_scope_exits_close_their_own_entries(span_exporter: InMemorySpanExporter) -> None:
+    scope = agent_otel.tool("shared")
+
+    def gen() -> Iterator[int]:
+        with scope as h:
+            h.set_attribute("who", "generator")
+            yield 1
+
+    def scenario() -> None:
+        foreign = gen()
+        contextvars.copy_context().run(next, foreign)  # its entry is invisible from here on
+        local = gen()
+        next(local)  # entered in this very context
+        with scope as mine:
+            mine.set_attribute("who", "block")
+            foreign.close()
+            local.close()
+            assert mine.recording and not mine.ended  # neither close took this block's entry
+            assert current_span_id() == mine.span.get_span_context().span_id
+        assert [s.attributes["who"] for s in span_exporter.get_finished_spans()] == [
+            "generator",
+            "generator",
+            "block",
+        ]
+        assert scope._entries == []
+
+    contextvars.copy_context().run(scenario)  # the local generator's attachment stays in there
+
+
+def test_shared_scope_through_exit_stacks_in_threads(span_exporter: InMemorySpanExporter) -> None:
+    """``ExitStack`` enters and exits from different frames: the context tells the entries apart."""
+    scope = agent_otel.node("shared")
+    barrier = threading.Barrier(2)
+
+    def work(i: int) -> int:
+        with contextlib.ExitStack() as stack:
+            h = stack.enter_context(scope)
+            h.set_attribute("worker", i)
+            barrier.wait(timeout=5)
+            if i == 0:
+                stack.close()  # worker 0 exits first, while worker 1 is still inside
+                barrier.wait(timeout=5)
+                return h.span.get_span_context().span_id
+            barrier.wait(timeout=5)
+            assert h.recording, "worker 0's exit must not close worker 1's span"
+            return h.span.get_span_context().span_id
+
+    with ThreadPoolExecutor(2) as pool:
+        ids = list(pool.map(work, range(2)))
+    got = {s.attributes["worker"]: s.context.span_id for s in span_exporter.get_finished_spans()}
+    assert got == {0: ids[0], 1: ids[1]}
+
+
+def test_exit_without_enter_does_nothing(span_exporter: InMemorySpanExporter) -> None:
+    scope = agent_otel.node("n")
+    scope.__exit__(None, None, None)
+    assert span_exporter.get_finished_spans() == ()
+
+
 # --- sync decorators ---------------------------------------------------------------------------------
 
 
@@ -219,7 +392,6 @@ def test_each_call_is_its_own_span(span_exporter: InMemorySpanExporter) -> None:
         (agent_otel.workflow, "invoke_workflow my_func"),
         (agent_otel.node, "node my_func"),
         (agent_otel.tool, "execute_tool my_func"),
-        (agent_otel.llm, "chat"),
         (lambda f: agent_otel.agent()(f), "invoke_agent my_func"),
         (lambda f: agent_otel.workflow()(f), "invoke_workflow my_func"),
         (lambda f: agent_otel.node(step=1)(f), "node my_func"),

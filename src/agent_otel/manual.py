@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
+import threading
 from collections.abc import Callable, Generator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
 from opentelemetry import context as context_api
@@ -33,16 +35,61 @@ from agent_otel.spans import SpanHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# The scopes entered with ``with`` in this thread/task and not yet exited: (scope, handle, token).
-# Kept in a ContextVar, not on the scope, so one scope object can be entered concurrently from
-# several threads or asyncio tasks (a module-level ``search = agent_otel.tool("search")``).
-_OPEN: ContextVar[tuple[tuple[SpanScope, SpanHandle, object], ...]] = ContextVar(
-    "agent_otel_open_scopes", default=()
-)
+# The scopes entered with ``with`` in this thread/task and not yet exited: (scope, entry). Kept in
+# a ContextVar, not on the scope, so one scope object can be entered concurrently from several
+# threads or asyncio tasks (a module-level ``search = agent_otel.tool("search")``).
+_OPEN: ContextVar[tuple[tuple[SpanScope, _Entry], ...]] = ContextVar("agent_otel_open_scopes", default=())
+
+_getframe = getattr(sys, "_getframe", None)
+
+
+def _where(frame: Any) -> tuple[int, Any] | None:
+    """Identify the frame running a ``with`` statement (it calls both ``__enter__`` and ``__exit__``).
+
+    The id is unique among live frames, and a ``with`` block's frame lives until the block exits;
+    the code object guards against an id reused by another function's frame.
+    """
+    return (id(frame), frame.f_code) if frame is not None else None
+
+
+class _Entry:
+    """One entry into a scope: its span handle, the token of the context it attached, and where."""
+
+    __slots__ = ("handle", "token", "where")
+
+    def __init__(self, handle: SpanHandle, token: object, where: tuple[int, Any] | None) -> None:
+        self.handle = handle
+        self.token = token
+        self.where = where
+
+
+def _detach(token: Any) -> None:
+    """Detach a context token, silently skipping it when it belongs to another context.
+
+    The block may exit in a copy of the context it was entered in (a generator resumed in a
+    ``contextvars.copy_context()``): the copy cannot reset the token, and ``context_api.detach``
+    would log that as an error. With the API's contextvars runtime the token is a
+    :class:`contextvars.Token`, reset here directly; any other runtime goes through the API.
+    """
+    if isinstance(token, Token):
+        try:
+            token.var.reset(token)
+        except (ValueError, RuntimeError):  # another context's token, or already used
+            pass
+    else:
+        context_api.detach(token)  # type: ignore[arg-type]
 
 
 class SpanScope:
-    """A taxonomy span to open around a block or a function (see the module docstring)."""
+    """A taxonomy span to open around a block or a function (see the module docstring).
+
+    Its span ends exactly once per entry, whichever context the block exits in: a generator with a
+    ``with agent_otel.agent(...)`` block may be resumed or closed in another context (Starlette's
+    ``iterate_in_threadpool`` runs each step in a fresh context copy; the garbage collector closes
+    abandoned ones anywhere). The exit is matched to its entry by the frame of the ``with``
+    statement, else by the entries this context made, else it takes the latest open entry; the
+    context is detached only where it was attached.
+    """
 
     def __init__(
         self,
@@ -55,34 +102,71 @@ class SpanScope:
         self._record_io = record_io  # tool decorator: record arguments and result (content capture only)
         # For a scope made without a name: how to start the span named after the decorated function.
         self._for_function = for_function
+        # Every entry not yet exited, whatever context made it, in entry order.
+        self._entries: list[_Entry] = []
+        self._lock = threading.Lock()
 
     # -- context manager -----------------------------------------------------------------------
 
     def __enter__(self) -> SpanHandle:
-        handle = self._start_span()
-        token = context_api.attach(handle.context)
-        _OPEN.set((*_OPEN.get(), (self, handle, token)))
-        return handle
+        return self._open(_getframe(1) if _getframe is not None else None)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._close(_getframe(1) if _getframe is not None else None, exc)
+
+    async def __aenter__(self) -> SpanHandle:
+        return self._open(_getframe(1) if _getframe is not None else None)
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._close(_getframe(1) if _getframe is not None else None, exc)
+
+    def _open(self, caller: Any) -> SpanHandle:
+        handle = self._start_span()
+        entry = _Entry(handle, context_api.attach(handle.context), _where(caller))
+        with self._lock:
+            self._entries.append(entry)
+        _OPEN.set((*_OPEN.get(), (self, entry)))
+        return handle
+
+    def _close(self, caller: Any, exc: BaseException | None) -> None:
         opened = _OPEN.get()
+        with self._lock:
+            entry = self._match(opened, _where(caller))
+            if entry is None:
+                return  # exited without being entered: nothing to close
+            try:
+                self._entries.remove(entry)
+            except ValueError:  # already closed by an exit that could not tell entries apart
+                pass
         for i in range(len(opened) - 1, -1, -1):
-            if opened[i][0] is self:
-                _, handle, token = opened[i]
+            if opened[i][1] is entry:
                 _OPEN.set(opened[:i] + opened[i + 1 :])
+                if i == len(opened) - 1:
+                    _detach(entry.token)  # attached in this context (or the one it was copied from)
+                # else: a block entered later is still open here (a generator closed out of order);
+                # resetting now would take that block's context away too.
                 break
-        else:  # exited in a context that never entered it: nothing of ours to close here
-            return
-        context_api.detach(token)  # type: ignore[arg-type]
+        # else: entered in a context this one cannot see; its attachment went with that context.
+        handle = entry.handle
         if exc is not None and not isinstance(exc, GeneratorExit):
             handle.fail(exc)
         handle.end()
 
-    async def __aenter__(self) -> SpanHandle:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.__exit__(exc_type, exc, tb)
+    def _match(self, opened: tuple[tuple[SpanScope, _Entry], ...], where: Any) -> _Entry | None:
+        """The entry an exit closes: entered by the same frame, in this context, else in any context
+        (a generator resumed in a context copy is still the same frame); else this context's latest
+        entry (an ``ExitStack`` enters and exits from different frames); else the latest of all."""
+        if where is not None:
+            for scope, entry in reversed(opened):
+                if scope is self and entry.where == where:
+                    return entry
+            for entry in reversed(self._entries):
+                if entry.where == where:
+                    return entry
+        for scope, entry in reversed(opened):
+            if scope is self:
+                return entry
+        return self._entries[-1] if self._entries else None
 
     # -- decorator -----------------------------------------------------------------------------
 
@@ -291,14 +375,20 @@ def tool(name: Any = None, *, call_id: str | None = None, description: str | Non
 def llm(
     model: Any = None,
     *,
-    provider: str = "unknown",
+    provider: str,
     operation: str = "chat",
     server_address: str | None = None,
     server_port: int | None = None,
 ) -> Any:
     """A model call: ``{operation} {model}``. Record the outcome on the handle with
-    ``set_usage(...)`` and ``set_response(...)``. ``@llm`` bare decorates a function as a model
-    call of unknown model (the span is not named after the function: that is no model name)."""
+    ``set_usage(...)`` and ``set_response(...)``.
+
+    ``provider`` is required: it is ``gen_ai.provider.name``, which the GenAI conventions require
+    on every model call span (``openai``, ``anthropic``, ``aws.bedrock``, ``gcp.gemini``, ... or
+    your own name for a home-grown or local model). As a decorator, ``@llm(provider="openai")``
+    names the span after no model (a function name is no model name); ``@llm("gpt-4o",
+    provider="openai")`` after the model.
+    """
 
     def start() -> SpanHandle:
         return spans.start_llm(
