@@ -10,7 +10,10 @@ from __future__ import annotations
 from enum import Enum
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv._incubating.attributes import openai_attributes as _openai
+from opentelemetry.semconv._incubating.attributes import user_attributes as _user
 from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import http_attributes as _http
 from opentelemetry.semconv.attributes import server_attributes as _server
 
 # --- GenAI semantic conventions (re-exported) ---
@@ -59,22 +62,22 @@ GEN_AI_TOOL_CALL_RESULT = _gen_ai.GEN_AI_TOOL_CALL_RESULT
 ERROR_TYPE = _error.ERROR_TYPE
 SERVER_ADDRESS = _server.SERVER_ADDRESS
 SERVER_PORT = _server.SERVER_PORT
-USER_ID = "user.id"
+USER_ID = _user.USER_ID  # incubating: semconv has no stable user.* yet
 
 # Fallback error.type when nothing better is known (semconv).
-ERROR_TYPE_OTHER = "_OTHER"
+ERROR_TYPE_OTHER = _error.ErrorTypeValues.OTHER.value
 
 
 class Operation(str, Enum):
     """Values of ``gen_ai.operation.name`` that agent-otel emits."""
 
-    INVOKE_AGENT = "invoke_agent"
-    INVOKE_WORKFLOW = "invoke_workflow"
-    EXECUTE_TOOL = "execute_tool"
-    CHAT = "chat"
-    TEXT_COMPLETION = "text_completion"
-    GENERATE_CONTENT = "generate_content"
-    EMBEDDINGS = "embeddings"
+    INVOKE_AGENT = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
+    INVOKE_WORKFLOW = _gen_ai.GenAiOperationNameValues.INVOKE_WORKFLOW.value
+    EXECUTE_TOOL = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+    CHAT = _gen_ai.GenAiOperationNameValues.CHAT.value
+    TEXT_COMPLETION = _gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
+    GENERATE_CONTENT = _gen_ai.GenAiOperationNameValues.GENERATE_CONTENT.value
+    EMBEDDINGS = _gen_ai.GenAiOperationNameValues.EMBEDDINGS.value
 
 
 class Category(str, Enum):
@@ -143,13 +146,12 @@ NODE_TASK_ID = "agent_otel.node.task_id"
 # --- openai / anthropic ---
 # (LLM_TOOL_CALL_NAMES / LLM_TOOL_CALL_IDS above are shared with these instrumentations.)
 # How many times the SDK re-sent the request of this call (its own retries), and one event per retry.
-HTTP_REQUEST_RESEND_COUNT = "http.request.resend_count"  # semconv (http)
-HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"  # semconv (http)
+HTTP_REQUEST_RESEND_COUNT = _http.HTTP_REQUEST_RESEND_COUNT
+HTTP_RESPONSE_STATUS_CODE = _http.HTTP_RESPONSE_STATUS_CODE
 LLM_RETRY_EVENT = "agent_otel.llm.retry"
 LLM_RETRY_ATTEMPT = "agent_otel.llm.retry.attempt"
-# semconv (openai.*)
-OPENAI_REQUEST_SERVICE_TIER = "openai.request.service_tier"
-OPENAI_RESPONSE_SERVICE_TIER = "openai.response.service_tier"
-OPENAI_RESPONSE_SYSTEM_FINGERPRINT = "openai.response.system_fingerprint"
-# The provider's request id (same key as the anthropic SDK's own spans).
+OPENAI_REQUEST_SERVICE_TIER = _openai.OPENAI_REQUEST_SERVICE_TIER
+OPENAI_RESPONSE_SERVICE_TIER = _openai.OPENAI_RESPONSE_SERVICE_TIER
+OPENAI_RESPONSE_SYSTEM_FINGERPRINT = _openai.OPENAI_RESPONSE_SYSTEM_FINGERPRINT
+# The provider's request id (same key as the anthropic SDK's own spans; not in semconv).
 ANTHROPIC_REQUEST_ID = "anthropic.request.id"
