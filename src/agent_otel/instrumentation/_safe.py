@@ -29,12 +29,3 @@ def guard(fn: F) -> F:
             return None
 
     return wrapper  # type: ignore[return-value]
-
-
-def safe_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` best-effort: return its result, or None (debug log) if it raises."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception:
-        _logger.debug("agent-otel: %r failed; attribute(s) skipped", fn, exc_info=True)
-        return None
