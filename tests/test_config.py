@@ -182,17 +182,110 @@ def test_otel_sdk_disabled(raw: str, enabled: bool) -> None:
     assert load_settings({"OTEL_SDK_DISABLED": raw}).enabled is enabled
 
 
-def test_get_reload_and_use_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_get_and_reload_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     first = config.get_settings()
     assert config.get_settings() is first  # cached
     monkeypatch.setenv("AGENT_OTEL_CONTENT_MAX_LENGTH", "4096")
     assert config.get_settings().content_max_length == first.content_max_length  # not re-read
     reloaded = config.reload_settings()
     assert reloaded.content_max_length == 4096 and config.get_settings() is reloaded
-    custom = Settings(content_max_length=100)
-    config.use_settings(custom)
-    assert config.get_settings() is custom
     assert config.reload_settings({}).content_max_length == 16384
+    assert config.get_settings().content_max_length == 16384
+
+
+@pytest.mark.parametrize(
+    ("env", "enabled"),
+    [
+        ({}, True),
+        ({"AGENT_OTEL_JSONL": "false"}, False),
+        ({"AGENT_OTEL_JSONL": "false", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+        ({"AGENT_OTEL_JSONL": "false", "OTEL_TRACES_EXPORTER": "otlp, JSONL"}, True),
+        ({"AGENT_OTEL_JSONL": "false", "OTEL_TRACES_EXPORTER": "jsonl"}, True),
+        ({"AGENT_OTEL_JSONL": "true", "OTEL_TRACES_EXPORTER": "none"}, True),
+    ],
+)
+def test_jsonl_enabled_is_forced_on_by_the_traces_exporter(env: dict[str, str], enabled: bool) -> None:
+    """One place decides the record: OTEL_TRACES_EXPORTER naming jsonl overrides AGENT_OTEL_JSONL."""
+    assert load_settings(env).jsonl_enabled is enabled
+
+
+def test_traces_exporter_names() -> None:
+    assert config.traces_exporter_names({}) == []
+    assert config.traces_exporter_names({"OTEL_TRACES_EXPORTER": " OTLP , jsonl,,"}) == ["otlp", "jsonl"]
+
+
+# --- the OTLP transport rule ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "protocol"),
+    [
+        ({}, "grpc"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, "grpc"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}, "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://otlp.example.com"}, "grpc"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://otlp.example.com/v1/traces"}, "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, "http/protobuf"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+            },
+            "grpc",
+        ),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:bad-port"}, "grpc"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": " HTTP/Protobuf "}, "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "grpc"),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            "grpc",
+        ),
+        # Unsupported values are ignored: the next variable, then the endpoint, decide.
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "grpc"),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+            "http/protobuf",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "carrier-pigeon",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            },
+            "http/protobuf",
+        ),
+    ],
+)
+def test_otlp_protocol_rule(env: dict[str, str], protocol: str) -> None:
+    assert config.otlp_protocol("traces", env, warn=False) == protocol
+
+
+def test_otlp_protocol_per_signal() -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://c/v1/logs",
+    }
+    assert config.otlp_protocol("traces", env) == "grpc"
+    assert config.otlp_protocol("metrics", env) == "http/protobuf"
+    assert config.otlp_protocol("logs", env) == "http/protobuf"
+    assert config.guess_otlp_protocol("http://c/v1/metrics", "traces") == "grpc"
+
+
+def test_unsupported_otlp_protocol_warns_only_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "x"}
+    with caplog.at_level(logging.WARNING):
+        config.otlp_protocol("traces", env, warn=False)
+    assert warnings_of(caplog) == []
+    with caplog.at_level(logging.WARNING):
+        config.otlp_protocol("traces", env)
+    (warning,) = warnings_of(caplog)
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in warning and "http/json" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        config.warn_unsupported_otlp_protocols(env)
+    assert len(warnings_of(caplog)) == 2
 
 
 def _setting_names() -> list[str]:
@@ -207,4 +300,8 @@ def test_no_value_of_any_setting_raises(raw: str) -> None:
     assert "AGENT_OTEL_CATEGORIES" in names and CAPTURE_CONTENT_ENV in names
     for name in names:
         load_settings({name: raw})
+        for signal in config.OTLP_SIGNALS:
+            assert config.otlp_protocol(signal, {name: raw}) in config.OTLP_PROTOCOLS
     load_settings(dict.fromkeys(names, raw))
+    for signal in config.OTLP_SIGNALS:
+        assert config.otlp_protocol(signal, dict.fromkeys(names, raw)) in config.OTLP_PROTOCOLS

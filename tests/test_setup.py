@@ -112,7 +112,8 @@ def test_endpoint_adds_batched_otlp_grpc(fresh_globals: list[bool], monkeypatch:
     [
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "http"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}, "http"),
-        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, "grpc"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, "http"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://otlp.example.com/v1/traces"}, "http"),
         (
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
             "http",
@@ -251,6 +252,83 @@ def test_sdk_disabled_sets_nothing_up(fresh_globals: list[bool], monkeypatch: py
         assert not h.recording
 
 
+# --- one place decides the record: ensure_record (instrument(), configurator, instrumentor) ------------
+
+
+def _global_sdk_provider() -> TracerProvider:
+    """What a third-party configurator (the SDK's own, a vendor's) leaves behind."""
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def test_instrumentor_under_another_configurator_honours_jsonl_in_the_exporter_list(
+    fresh_globals: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp,jsonl")
+    monkeypatch.setenv("AGENT_OTEL_JSONL", "false")
+    provider = _global_sdk_provider()
+    AgentInstrumentor().instrument()
+    assert len(jsonl_processors(provider)) == 1
+    assert fresh_globals == [True]
+
+
+def test_instrumentor_does_nothing_when_the_sdk_is_disabled(
+    fresh_globals: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    fake = types.ModuleType("agent_otel.instrumentation.fakelib")
+    fake.instrument = lambda **kw: calls.append("instrument") or True  # type: ignore[attr-defined]
+    fake.uninstrument = lambda: calls.append("uninstrument")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "agent_otel.instrumentation.fakelib", fake)
+    monkeypatch.setattr(instrumentation, "LIBRARIES", ("fakelib",))
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    provider = _global_sdk_provider()
+    AgentInstrumentor().instrument()
+    assert jsonl_processors(provider) == []
+    assert fresh_globals == []  # no exit hook, excepthook or SIGTERM handler
+    assert calls == []
+
+
+def test_ensure_record(fresh_globals: list[bool]) -> None:
+    provider = TracerProvider()
+    off = config.load_settings({"OTEL_SDK_DISABLED": "true"})
+    assert setup.ensure_record(provider, off) is None
+    assert jsonl_processors(provider) == [] and fresh_globals == []
+    no_record = config.load_settings({"AGENT_OTEL_JSONL": "false", "AGENT_OTEL_HANDLE_SIGNALS": "false"})
+    assert setup.ensure_record(provider, no_record) is None
+    assert jsonl_processors(provider) == [] and fresh_globals == [False]
+    settings = config.get_settings()
+    processor = setup.ensure_record(provider, settings)
+    assert processor is not None and jsonl_processors(provider) == [processor]
+    assert setup.ensure_record(provider, settings) is processor  # idempotent
+    assert jsonl_processors(provider) == [processor]
+    provider.shutdown()
+
+
+def test_ensure_record_never_raises(
+    fresh_globals: list[bool], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(JsonlSpanProcessor, "from_settings", broken)
+    with caplog.at_level(logging.WARNING, logger="agent_otel"):
+        assert setup.ensure_record(TracerProvider(), config.get_settings()) is None
+    assert fresh_globals == [True]  # the hooks are installed all the same
+    assert any("JSONL record could not be set up" in r.getMessage() for r in caplog.records)
+
+
+def test_the_three_paths_share_one_record_setup() -> None:
+    """instrument(), the configurator and the instrumentor all go through ensure_record."""
+    import inspect
+
+    for fn in (setup.instrument, distro.AgentOtelConfigurator._configure, AgentInstrumentor._instrument):
+        source = inspect.getsource(fn)
+        assert "ensure_record(" in source, fn
+        assert "attach_jsonl(" not in source and "interrupt.install(" not in source, fn
+
+
 def test_a_failing_record_never_reaches_the_caller(
     fresh_globals: list[bool], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -376,26 +454,38 @@ def test_usable_exporter_names(
 
 
 _CONFIGURE = """
-import json, logging, os, sys
+import atexit, json, logging, os, signal, sys
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from agent_otel import spans
+from agent_otel import instrumentation, interrupt, spans
 from agent_otel.distro import AgentOtelConfigurator
 from agent_otel.jsonl.processor import JsonlSpanProcessor
 
+exit_hooks = atexit._ncallbacks()
 AgentOtelConfigurator().configure(auto_instrumentation_version="test")
+if os.environ.get("RUN_INSTRUMENTOR"):  # as opentelemetry-instrument does next
+    instrumentation.LIBRARIES = ()
+    instrumentation.AgentInstrumentor().instrument()
 provider = trace.get_tracer_provider()
 out = {"provider": type(provider).__name__, "processors": []}
-for p in provider._active_span_processor._span_processors:
+span_processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", ())
+for p in span_processors:
     if isinstance(p, BatchSpanProcessor):
         out["processors"].append("otlp:" + type(p.span_exporter).__module__)
     else:
         out["processors"].append(type(p).__name__)
 out["traces_exporter"] = os.environ.get("OTEL_TRACES_EXPORTER")
+out["env"] = {k: v for k, v in os.environ.items() if k.startswith("OTEL_EXPORTER_OTLP") and "PROTOCOL" in k}
+out["hooks"] = {
+    "interrupt": interrupt._Registry.installed,
+    "excepthook": sys.excepthook is not sys.__excepthook__,
+    "sigterm": signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL,
+    "atexit": atexit._ncallbacks() - exit_hooks,
+}
 h = spans.start_agent("configured")
 h.end()
-jsonl = [p for p in provider._active_span_processor._span_processors if isinstance(p, JsonlSpanProcessor)]
+jsonl = [p for p in span_processors if isinstance(p, JsonlSpanProcessor)]
 out["records"] = len(jsonl[0].path.read_text().splitlines()) if jsonl and jsonl[0].path else 0
 print(json.dumps(out), flush=True)
 sys.stderr.flush()
@@ -461,6 +551,35 @@ def test_configurator_bad_protocol(tmp_path: Path) -> None:
     assert out["records"] == 2
     (warning,) = warning_lines(stderr)
     assert "http/json" in warning
+    # Warned about, not rewritten: the application and its child processes see what the user set.
+    assert out["env"] == {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
+
+
+def test_configurator_guesses_http_for_port_4318_like_instrument(tmp_path: Path) -> None:
+    out, stderr = run_configurator(
+        tmp_path, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    )
+    assert sorted(out["processors"]) == sorted(
+        ["otlp:opentelemetry.exporter.otlp.proto.http.trace_exporter", "JsonlSpanProcessor"]
+    )
+    assert out["env"] == {}  # the transport was presented to the SDK only while it configured
+    assert warning_lines(stderr) == []
+
+
+def test_configurator_and_instrumentor_do_nothing_when_the_sdk_is_disabled(tmp_path: Path) -> None:
+    out, stderr = run_configurator(
+        tmp_path, {"OTEL_TRACES_EXPORTER": "otlp,jsonl", "OTEL_SDK_DISABLED": "true", "RUN_INSTRUMENTOR": "1"}
+    )
+    assert out["provider"] != "TracerProvider"
+    assert out["processors"] == [] and out["records"] == 0
+    assert out["hooks"] == {"interrupt": False, "excepthook": False, "sigterm": False, "atexit": 0}
+    assert warning_lines(stderr) == []
+
+
+def test_configurator_then_instrumentor_install_the_hooks_once(tmp_path: Path) -> None:
+    out, _ = run_configurator(tmp_path, {"OTEL_TRACES_EXPORTER": "jsonl", "RUN_INSTRUMENTOR": "1"})
+    assert out["processors"] == ["JsonlSpanProcessor"]
+    assert out["hooks"]["interrupt"] and out["hooks"]["excepthook"] and out["hooks"]["sigterm"]
 
 
 def test_configurator_bad_traces_and_general_protocol(tmp_path: Path) -> None:
@@ -494,3 +613,46 @@ def test_configurator_with_nothing_set(tmp_path: Path) -> None:
     assert out["processors"] == ["JsonlSpanProcessor"]
     assert out["records"] == 2
     assert warning_lines(stderr) == []
+
+
+# --- import cost -----------------------------------------------------------------------------------------
+
+_LAZY_IMPORTS = """
+import sys
+from importlib.metadata import entry_points
+
+import agent_otel.cli.main
+import agent_otel.jsonl.reader
+
+heavy = (
+    "opentelemetry.sdk", "opentelemetry.instrumentation", "agent_otel.setup", "agent_otel.instrumentation"
+)
+loaded = sorted(m for m in sys.modules if m.startswith(heavy))
+assert not loaded, loaded
+
+import agent_otel
+from agent_otel import AgentInstrumentor, agent, instrument
+from agent_otel.instrumentation import AgentInstrumentor as real_instrumentor
+from agent_otel.setup import instrument as real_instrument
+
+assert instrument is real_instrument and AgentInstrumentor is real_instrumentor
+assert set(agent_otel.__all__) <= set(dir(agent_otel))
+assert all(getattr(agent_otel, name) is not None for name in agent_otel.__all__)
+try:
+    agent_otel.no_such_name
+except AttributeError:
+    pass
+else:
+    raise AssertionError("no AttributeError")
+(ep,) = [ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "agent_otel"]
+assert ep.load() is AgentInstrumentor
+print("ok")
+"""
+
+
+def test_import_is_lazy_and_the_reader_and_cli_never_load_the_sdk() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAZY_IMPORTS], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -22,6 +22,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 FSYNC_MODES = ("never", "interval", "always")
 ANTHROPIC_SDK_SPANS_MODES = ("auto", "replace", "keep")
+TRACES_EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
+# The name in OTEL_TRACES_EXPORTER that asks for the crash-safe record (see distro.py).
+JSONL_EXPORTER = "jsonl"
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Settings:
     content_max_length: int = 16384
     # Taxonomy categories that get spans (Koog's message filter).
     categories: frozenset[str] = field(default_factory=lambda: ALL_CATEGORIES)
-    # The crash-safe JSONL record.
+    # The crash-safe JSONL record: AGENT_OTEL_JSONL, forced on when OTEL_TRACES_EXPORTER names jsonl.
     jsonl_enabled: bool = True
     jsonl_dir: str = "agent-otel-traces"
     jsonl_file: str | None = None
@@ -131,18 +134,6 @@ def _categories(env: Mapping[str, str]) -> frozenset[str]:
     return known
 
 
-def _fsync(env: Mapping[str, str]) -> str:
-    name = "AGENT_OTEL_JSONL_FSYNC"
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return "interval"
-    value = raw.strip().lower()
-    if value in FSYNC_MODES:
-        return value
-    _warn(name, raw, "interval", " / ".join(FSYNC_MODES))
-    return "interval"
-
-
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
     raw = env.get(name)
     if raw is None or not raw.strip():
@@ -154,6 +145,114 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     return default
 
 
+def traces_exporter_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The names in ``OTEL_TRACES_EXPORTER``, stripped and lower-cased (empty when unset)."""
+    env = os.environ if environ is None else environ
+    return [n.strip().lower() for n in env.get(TRACES_EXPORTER_ENV, "").split(",") if n.strip()]
+
+
+# --- OTLP transport ---------------------------------------------------------------------------------
+
+OTLP_GRPC = "grpc"
+OTLP_HTTP = "http/protobuf"
+OTLP_PROTOCOLS = (OTLP_GRPC, OTLP_HTTP)
+OTLP_HTTP_PORT = 4318
+OTLP_SIGNALS = ("traces", "metrics", "logs")
+_OTLP_PROTOCOL_ENV = "OTEL_EXPORTER_OTLP_PROTOCOL"
+_OTLP_SIGNAL_PROTOCOL_ENV = {
+    "traces": "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "metrics": "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "logs": "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+}
+_OTLP_SIGNAL_ENDPOINT_ENV = {
+    "traces": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "metrics": "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "logs": "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+}
+
+
+def otlp_protocol_variables(signal: str = "traces") -> tuple[str, str]:
+    """The variables that set the OTLP transport of ``signal``, most specific first."""
+    return _OTLP_SIGNAL_PROTOCOL_ENV[signal], _OTLP_PROTOCOL_ENV
+
+
+def guess_otlp_protocol(endpoint: str | None, signal: str = "traces") -> str:
+    """The transport an OTLP endpoint URL implies: ``http/protobuf`` when it is on port 4318 (the
+    OTLP/HTTP port) or its path ends in ``/v1/{signal}`` (OTLP/HTTP paths; gRPC has none), else ``grpc``.
+    """
+    text = (endpoint or "").strip()
+    if not text:
+        return OTLP_GRPC
+    from urllib.parse import urlsplit  # only set-up code gets here: keep `import agent_otel` lean
+
+    try:
+        parts = urlsplit(text if "://" in text else "//" + text)
+        port = parts.port
+    except ValueError:  # a malformed URL or port: the exporter will complain about it
+        return OTLP_GRPC
+    if port == OTLP_HTTP_PORT or parts.path.rstrip("/").endswith(f"/v1/{signal}"):
+        return OTLP_HTTP
+    return OTLP_GRPC
+
+
+def unsupported_otlp_protocols(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """``(variable, value)`` for each OTLP protocol variable set to something other than
+    ``grpc`` / ``http/protobuf`` (case-insensitive)."""
+    env = os.environ if environ is None else environ
+    bad = []
+    for name in (_OTLP_PROTOCOL_ENV, *_OTLP_SIGNAL_PROTOCOL_ENV.values()):
+        raw = env.get(name)
+        if raw is not None and raw.strip() and raw.strip().lower() not in OTLP_PROTOCOLS:
+            bad.append((name, raw))
+    return bad
+
+
+def warn_unsupported_otlp_protocols(environ: Mapping[str, str] | None = None) -> None:
+    """Log one warning per OTLP protocol variable :func:`otlp_protocol` ignores."""
+    for name, raw in unsupported_otlp_protocols(environ):
+        _warn_protocol(name, raw)
+
+
+def _warn_protocol(name: str, raw: str) -> None:
+    _logger.warning(
+        "agent-otel: %s=%r is not supported (expected grpc or http/protobuf); it is ignored", name, raw
+    )
+
+
+def otlp_protocol(
+    signal: str = "traces", environ: Mapping[str, str] | None = None, *, warn: bool = True
+) -> str:
+    """The OTLP transport of ``signal`` (``traces``, ``metrics``, ``logs``): ``grpc`` or ``http/protobuf``.
+
+    The one rule agent-otel follows everywhere (``agent_otel.instrument()``, the
+    ``opentelemetry-instrument`` configurator; ``agent-otel export`` can use it too):
+
+    1. ``OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL`` (case-insensitive).
+       A value other than ``grpc`` / ``http/protobuf`` (``http/json`` included: the Python exporters
+       lack it) is ignored, with a warning when ``warn`` is true.
+    2. Else guessed from ``OTEL_EXPORTER_OTLP_{SIGNAL}_ENDPOINT``, else ``OTEL_EXPORTER_OTLP_ENDPOINT``:
+       see :func:`guess_otlp_protocol` (port 4318 or a ``/v1/{signal}`` path: ``http/protobuf``).
+    3. Else ``grpc``, the default of the Python SDK and ``opentelemetry-instrument``.
+
+    An explicit transport in an exporter name (``otlp_proto_http``, ``otlp_proto_grpc``) is not
+    this function's business: it names the transport itself. Never raises.
+    """
+    env = os.environ if environ is None else environ
+    for name in otlp_protocol_variables(signal):
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            continue
+        value = raw.strip().lower()
+        if value in OTLP_PROTOCOLS:
+            return value
+        if warn:
+            _warn_protocol(name, raw)
+    endpoint = env.get(_OTLP_SIGNAL_ENDPOINT_ENV[signal], "").strip() or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+    )
+    return guess_otlp_protocol(endpoint, signal)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting from ``environ`` (default ``os.environ``). Never raises."""
     env = os.environ if environ is None else environ
@@ -163,11 +262,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         content_mode=_content_mode(env),
         content_max_length=_int(env, "AGENT_OTEL_CONTENT_MAX_LENGTH", 16384, minimum=64),
         categories=_categories(env),
-        jsonl_enabled=_bool(env, "AGENT_OTEL_JSONL", True),
+        jsonl_enabled=_bool(env, "AGENT_OTEL_JSONL", True) or JSONL_EXPORTER in traces_exporter_names(env),
         jsonl_dir=env.get("AGENT_OTEL_JSONL_DIR", "").strip() or "agent-otel-traces",
         jsonl_file=jsonl_file,
         jsonl_max_bytes=_int(env, "AGENT_OTEL_JSONL_MAX_BYTES", 100 * 1024 * 1024),
-        jsonl_fsync=_fsync(env),
+        jsonl_fsync=_choice(env, "AGENT_OTEL_JSONL_FSYNC", FSYNC_MODES, "interval"),
         jsonl_fsync_interval_ms=_int(env, "AGENT_OTEL_JSONL_FSYNC_INTERVAL_MS", 1000, minimum=1),
         handle_signals=_bool(env, "AGENT_OTEL_HANDLE_SIGNALS", True),
         langchain_chain_spans=_bool(env, "AGENT_OTEL_LANGCHAIN_CHAIN_SPANS", False),
@@ -193,8 +292,3 @@ def reload_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Re-read the environment (``agent_otel.instrument()`` does this) and return the new settings."""
     _Current.settings = load_settings(environ)
     return _Current.settings
-
-
-def use_settings(settings: Settings) -> None:
-    """Put ``settings`` in force (for code and tests that configure agent-otel without the environment)."""
-    _Current.settings = settings

@@ -9,7 +9,6 @@ swallows configurator exceptions and would otherwise leave the app with no telem
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -23,21 +22,26 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from agent_otel import interrupt
-from agent_otel.config import reload_settings
-from agent_otel.setup import attach_jsonl
+from agent_otel.config import (
+    JSONL_EXPORTER,
+    OTLP_GRPC,
+    OTLP_HTTP,
+    TRACES_EXPORTER_ENV,
+    otlp_protocol,
+    otlp_protocol_variables,
+    reload_settings,
+    warn_unsupported_otlp_protocols,
+)
+from agent_otel.setup import ensure_record
 
 _logger = logging.getLogger(__name__)
-
-JSONL_EXPORTER = "jsonl"
-_TRACES_EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
 
 
 class AgentOtelDistro(BaseDistro):
     """Defaults like the OpenTelemetry distro (OTLP traces and metrics), and our configurator first."""
 
     def _configure(self, **kwargs: Any) -> None:
-        os.environ.setdefault(_TRACES_EXPORTER_ENV, "otlp")
+        os.environ.setdefault(TRACES_EXPORTER_ENV, "otlp")
         os.environ.setdefault("OTEL_METRICS_EXPORTER", "otlp")
         # With several configurators installed the SDK takes the first found; make it ours.
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "agent_otel")
@@ -58,29 +62,22 @@ class JsonlExporterName(SpanExporter):
         return None
 
 
-# signal -> (exporter names variable, entry-point group, OTLP protocol variable)
+# signal -> (exporter names variable, entry-point group)
 _SIGNALS = {
-    "traces": (_TRACES_EXPORTER_ENV, "opentelemetry_traces_exporter", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
-    "metrics": (
-        "OTEL_METRICS_EXPORTER",
-        "opentelemetry_metrics_exporter",
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-    ),
-    "logs": ("OTEL_LOGS_EXPORTER", "opentelemetry_logs_exporter", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"),
+    "traces": (TRACES_EXPORTER_ENV, "opentelemetry_traces_exporter"),
+    "metrics": ("OTEL_METRICS_EXPORTER", "opentelemetry_metrics_exporter"),
+    "logs": ("OTEL_LOGS_EXPORTER", "opentelemetry_logs_exporter"),
 }
-_PROTOCOLS = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+_PROTOCOLS = {OTLP_GRPC: "otlp_proto_grpc", OTLP_HTTP: "otlp_proto_http"}
 
 
 def _known_exporter(name: str, signal: str = "traces") -> bool:
-    """True when the SDK can build exporter ``name`` (``otlp`` resolved by protocol, as the SDK does)."""
+    """True when the SDK can build exporter ``name`` (``otlp`` resolved by :func:`config.otlp_protocol`)."""
     if name == "none":
         return True
-    _, group, protocol_env = _SIGNALS[signal]
+    group = _SIGNALS[signal][1]
     if name == "otlp":
-        protocol = (
-            os.environ.get(protocol_env) or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-        ).strip()
-        name = _PROTOCOLS.get(protocol, "otlp_proto_grpc")
+        name = _PROTOCOLS[otlp_protocol(signal, warn=False)]
     return any(ep.name == name for ep in entry_points(group=group))
 
 
@@ -104,44 +101,37 @@ def usable_exporter_names(raw: str, signal: str = "traces") -> tuple[list[str], 
     return usable, wants_jsonl
 
 
-def _protocol_ok() -> bool:
-    """Replace every unsupported OTLP protocol setting by grpc (with a warning); False if any was."""
-    ok = True
-    for var in (
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
-    ):
-        value = os.environ.get(var)
-        if value is not None and value.strip() and value.strip() not in _PROTOCOLS:
-            _logger.warning(
-                "agent-otel: %s=%r is not supported (grpc or http/protobuf); using grpc", var, value
-            )
-            os.environ[var] = "grpc"
-            ok = False
-    return ok
-
-
 class AgentOtelConfigurator(_OTelSDKConfigurator):
-    """The SDK's configurator plus the crash-safe JSONL processor; never raises."""
+    """The SDK's configurator plus the crash-safe JSONL processor; never raises.
+
+    With ``OTEL_SDK_DISABLED=true`` it sets nothing up. Otherwise, for the SDK's own configuration
+    only, it presents a cleaned-up environment: exporter names the SDK cannot build are left out
+    (``jsonl`` included: the record is a span processor, see :func:`setup.ensure_record`), and for
+    each signal exporting over ``otlp`` the transport :func:`config.otlp_protocol` resolves is put in
+    ``OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL``. Every variable it touched is restored afterwards, so
+    the application and its child processes see the environment as the user set it.
+    """
 
     def _configure(self, **kwargs: Any) -> None:
         settings = reload_settings()
-        _protocol_ok()
+        if not settings.enabled:
+            return
+        warn_unsupported_otlp_protocols()
         originals: dict[str, str | None] = {}
-        wants_jsonl = False
-        for signal, (env_name, _, _) in _SIGNALS.items():
-            raw = os.environ.get(env_name)
-            if raw is None and signal != "traces":
-                continue  # unset: the SDK's own default, nothing to check
-            usable, wanted = usable_exporter_names(raw or "", signal)
-            wants_jsonl = wants_jsonl or wanted
-            originals[env_name] = raw
-            os.environ[env_name] = ",".join(usable) or "none"
-        if wants_jsonl and not settings.jsonl_enabled:
-            settings = dataclasses.replace(settings, jsonl_enabled=True)
+
+        def present(name: str, value: str) -> None:
+            originals.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
         try:
+            for signal, (env_name, _) in _SIGNALS.items():
+                raw = os.environ.get(env_name)
+                if raw is None and signal != "traces":
+                    continue  # unset: the SDK's own default, nothing to check
+                usable, _ = usable_exporter_names(raw or "", signal)
+                present(env_name, ",".join(usable) or "none")
+                if any(n.lower() == "otlp" for n in usable):
+                    present(otlp_protocol_variables(signal)[0], otlp_protocol(signal, warn=False))
             super()._configure(**kwargs)
         except Exception:
             _logger.warning(
@@ -150,17 +140,17 @@ class AgentOtelConfigurator(_OTelSDKConfigurator):
                 exc_info=True,
             )
         finally:
-            for env_name, raw in originals.items():
-                if raw:
-                    os.environ[env_name] = raw
+            for name, raw in originals.items():
+                if raw is None:
+                    os.environ.pop(name, None)
                 else:
-                    os.environ.pop(env_name, None)
-        provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
-            provider = TracerProvider(resource=Resource.create())
-            trace.set_tracer_provider(provider)
+                    os.environ[name] = raw
         try:
-            attach_jsonl(provider, settings)
-            interrupt.install(settings.handle_signals)
+            provider = trace.get_tracer_provider()
+            if not isinstance(provider, TracerProvider):
+                provider = TracerProvider(resource=Resource.create())
+                trace.set_tracer_provider(provider)
         except Exception:
-            _logger.warning("agent-otel: the JSONL record could not be set up", exc_info=True)
+            _logger.warning("agent-otel: no tracer provider could be set up", exc_info=True)
+            return
+        ensure_record(provider, settings)

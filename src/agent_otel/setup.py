@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from typing import Any
@@ -17,7 +16,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from agent_otel import content, interrupt, spans
-from agent_otel.config import Settings, reload_settings
+from agent_otel.config import (
+    OTLP_GRPC,
+    OTLP_HTTP,
+    Settings,
+    otlp_protocol,
+    reload_settings,
+    traces_exporter_names,
+)
 from agent_otel.jsonl.processor import JsonlSpanProcessor
 
 _logger = logging.getLogger(__name__)
@@ -49,11 +55,35 @@ def attach_jsonl(provider: Any, settings: Settings) -> JsonlSpanProcessor | None
     return processor
 
 
-_OTLP_EXPORTER_NAMES = {"otlp": None, "otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
+def ensure_record(provider: Any, settings: Settings) -> JsonlSpanProcessor | None:
+    """Set up the crash-safe record for ``provider``: the one place that decides it.
+
+    Used by :func:`instrument`, the ``opentelemetry-instrument`` configurator and
+    ``AgentInstrumentor`` (under any configurator), so every path gets the same record. With
+    ``settings.enabled`` false (``OTEL_SDK_DISABLED=true``) it does nothing at all. Otherwise it adds
+    the JSONL processor when ``settings.jsonl_enabled`` (``AGENT_OTEL_JSONL``, forced on when
+    ``OTEL_TRACES_EXPORTER`` names ``jsonl``) and ``provider`` is an SDK provider, and installs the
+    interruption hooks (exit hook, excepthook chain, SIGTERM handler unless
+    ``AGENT_OTEL_HANDLE_SIGNALS=false``). Idempotent; never raises (a failure is a warning).
+    Returns the processor attached to ``provider``, if any.
+    """
+    if not settings.enabled:
+        return None
+    processor = None
+    try:
+        processor = attach_jsonl(provider, settings)
+    except Exception:
+        _logger.warning("agent-otel: the JSONL record could not be set up", exc_info=True)
+    try:
+        interrupt.install(settings.handle_signals)
+    except Exception:
+        _logger.warning("agent-otel: the interruption hooks could not be installed", exc_info=True)
+    return processor
 
 
-def _traces_exporter_names(env: Any) -> list[str]:
-    return [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+# Exporter names in OTEL_TRACES_EXPORTER that mean OTLP, and the transport each one names (None: by
+# the protocol rule, config.otlp_protocol).
+_OTLP_EXPORTER_NAMES = {"otlp": None, "otlp_proto_grpc": OTLP_GRPC, "otlp_proto_http": OTLP_HTTP}
 
 
 def otlp_requested(environ: Any = None) -> bool:
@@ -63,31 +93,19 @@ def otlp_requested(environ: Any = None) -> bool:
     no OTLP even with an endpoint configured); unset, an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` does.
     """
     env = os.environ if environ is None else environ
-    names = _traces_exporter_names(env)
+    names = traces_exporter_names(env)
     if names:
         return any(n in _OTLP_EXPORTER_NAMES for n in names)
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 def otlp_span_exporter(environ: Any = None) -> Any:
-    """The OTLP span exporter the environment asks for: HTTP/protobuf or gRPC (default gRPC,
-    or HTTP when the endpoint is on port 4318)."""
+    """The OTLP span exporter the environment asks for: the transport named in ``OTEL_TRACES_EXPORTER``
+    (``otlp_proto_http`` / ``otlp_proto_grpc``), else the one :func:`config.otlp_protocol` resolves."""
     env = os.environ if environ is None else environ
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    ).strip()
-    protocol = protocol.lower()
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
-    # An explicit transport in OTEL_TRACES_EXPORTER (otlp_proto_http / otlp_proto_grpc) wins.
-    named = [_OTLP_EXPORTER_NAMES[n] for n in _traces_exporter_names(env) if _OTLP_EXPORTER_NAMES.get(n)]
-    if named:
-        protocol = named[0] or protocol
-    if not protocol:
-        protocol = "http/protobuf" if endpoint.rstrip("/").endswith(":4318") else "grpc"
-    if protocol not in ("grpc", "http/protobuf"):
-        _logger.warning("agent-otel: unsupported OTLP protocol %r; using grpc", protocol)
-        protocol = "grpc"
-    if protocol == "grpc":
+    named = [_OTLP_EXPORTER_NAMES[n] for n in traces_exporter_names(env) if n in _OTLP_EXPORTER_NAMES]
+    protocol = (named[0] if named else None) or otlp_protocol("traces", env)
+    if protocol == OTLP_GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -103,7 +121,7 @@ def _new_provider() -> TracerProvider:
             _logger.warning(
                 "agent-otel: OTLP export could not be set up; the JSONL record still works", exc_info=True
             )
-    if "console" in _traces_exporter_names(os.environ):  # as the SDK's configurator does
+    if "console" in traces_exporter_names():  # as the SDK's configurator does
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     return provider
 
@@ -119,12 +137,11 @@ def instrument(
 
     Uses ``tracer_provider`` if given, else the global SDK provider if one is set, else creates one
     (with OTLP batch export when ``OTEL_TRACES_EXPORTER`` names ``otlp``, or, that variable unset,
-    when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set; console export when it names ``console``) and
-    makes it global. Adds the crash-safe JSONL processor (unless ``AGENT_OTEL_JSONL=false`` and
-    ``OTEL_TRACES_EXPORTER`` does not name ``jsonl``),
-    the interruption hooks, and instruments every supported library that is installed.
-    Returns the tracer provider in use. Never raises: a failing step is a warning, and the rest
-    of the set-up still happens.
+    when ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set, over the transport :func:`config.otlp_protocol`
+    resolves; console export when it names ``console``) and makes it global. Sets up the crash-safe
+    record (:func:`ensure_record`) and instruments every supported library that is installed.
+    With ``OTEL_SDK_DISABLED=true`` it does none of this. Returns the tracer provider in use.
+    Never raises: a failing step is a warning, and the rest of the set-up still happens.
     """
     settings = reload_settings()
     if span_filter is not None:
@@ -133,21 +150,18 @@ def instrument(
         content.set_redactor(redactor)
     if not settings.enabled:
         return trace.get_tracer_provider()
-    if "jsonl" in _traces_exporter_names(os.environ) and not settings.jsonl_enabled:
-        settings = dataclasses.replace(settings, jsonl_enabled=True)  # as the configurator does
     provider = tracer_provider
-    try:
-        if provider is None:
+    if provider is None:
+        try:
             provider = trace.get_tracer_provider()
             if not isinstance(provider, TracerProvider):
                 provider = _new_provider()
                 trace.set_tracer_provider(provider)
-        attach_jsonl(provider, settings)
-        interrupt.install(settings.handle_signals)
-        spans.set_tracer_provider(provider)
-    except Exception:
-        _logger.warning("agent-otel: tracing set-up failed; continuing without it", exc_info=True)
-        return provider if provider is not None else trace.get_tracer_provider()
+        except Exception:
+            _logger.warning("agent-otel: tracing set-up failed; continuing without it", exc_info=True)
+            return provider if provider is not None else trace.get_tracer_provider()
+    ensure_record(provider, settings)
+    spans.set_tracer_provider(provider)
 
     from agent_otel.instrumentation import AgentInstrumentor
 

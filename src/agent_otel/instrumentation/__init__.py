@@ -2,7 +2,8 @@
 
 It instruments every supported library that is installed (openai, anthropic, langchain/langgraph)
 and makes sure the crash-safe JSONL processor sits on the SDK tracer provider — whichever
-configurator set that provider up.
+configurator set that provider up (:func:`agent_otel.setup.ensure_record`). With
+``OTEL_SDK_DISABLED=true`` it does nothing.
 """
 
 from __future__ import annotations
@@ -31,18 +32,16 @@ class AgentInstrumentor(BaseInstrumentor):
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
-        from agent_otel import interrupt, spans
+        from agent_otel import spans
         from agent_otel.config import reload_settings
-        from agent_otel.setup import attach_jsonl
+        from agent_otel.setup import ensure_record
 
         settings = reload_settings()
+        if not settings.enabled:  # OTEL_SDK_DISABLED=true: patch nothing, hook nothing
+            return
         tracer_provider = kwargs.get("tracer_provider")
-        provider = tracer_provider or trace.get_tracer_provider()
-        try:  # an exception here would reach the user's instrument() call and skip every library
-            attach_jsonl(provider, settings)
-            interrupt.install(settings.handle_signals)
-        except Exception:
-            _logger.warning("agent-otel: the JSONL record could not be set up", exc_info=True)
+        # Under any configurator (ours, the SDK's, a vendor's): the same record as everywhere else.
+        ensure_record(tracer_provider or trace.get_tracer_provider(), settings)
         spans.set_tracer_provider(tracer_provider)
         active = []
         for name in LIBRARIES:
