@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
+import io
 import json
 import shutil
 from pathlib import Path
@@ -82,7 +85,7 @@ def test_killed_run_reports_unfinished_spans_and_recovers_them(records: dict[str
     assert reader.recover(llm) is llm
     # an explicit end time wins, but never before the start
     assert reader.recover(tool, 5).end_time_unix_nano == tool.start_time_unix_nano
-    assert [s.recovered for s in result.with_recovered()].count(True) == 2
+    assert [reader.recover(s).recovered for s in result.spans].count(True) == 2
 
 
 def test_corrupt_middle_line_and_torn_tail_are_skipped_and_reported(
@@ -176,7 +179,7 @@ def test_parse_line_accepts_base64_ids_and_start_marker() -> None:
         "attributes": [{"key": "agent_otel.start_record", "value": {"boolValue": True}}],
     }
     (rec,) = reader.parse_line(_line(span))
-    assert rec.trace_id == tid.hex() and rec.span_id == sid.hex()
+    assert rec.key == (tid.hex(), sid.hex())
     assert rec.is_start  # the marker wins even with an end time
 
 
@@ -234,13 +237,265 @@ def test_file_cursor_at_end_and_read_from_offset(records: dict[str, Path]) -> No
     assert recs[0].line == 2 and nxt == len(data) and line_no == data.count(b"\n") + 1 and not bad
 
 
-def test_names_mirror_the_attributes_module() -> None:
-    attributes = pytest.importorskip("agent_otel.attributes")
-    assert reader.START_RECORD == attributes.START_RECORD
-    assert reader.RECOVERED == attributes.RECOVERED
-    assert reader.UNFINISHED_ERROR_TYPE == attributes.UNFINISHED_ERROR_TYPE
-    from agent_otel.cli import _common
+# ------------------------------------------------------------------------------- malformed span records
 
-    assert attributes.CATEGORY == _common.CATEGORY
-    assert attributes.INTERRUPTED == _common.INTERRUPTED
-    assert attributes.TOOL_OUTCOME == _common.TOOL_OUTCOME
+
+def test_wrong_types_make_a_corrupt_line_not_a_crash(records: dict[str, Path], tmp_path: Path) -> None:
+    """The reviewer's case: a span whose "status" is a string, in a resource that is an array."""
+    lines = records["real"].read_bytes().splitlines()
+    doc = json.loads(lines[2])
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["status"] = "ok"
+    doc["resourceSpans"][0]["resource"] = [1]
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(b"\n".join([lines[0], lines[1], json.dumps(doc).encode()]) + b"\n")
+    result = reader.read(f)
+    assert [(c.line, c.torn) for c in result.corrupt] == [(3, False)]
+    assert str(result.corrupt[0]) == f'{f}:3: "resource" is an array, expected an object'
+    assert len(result.spans) == 2
+    doc["resourceSpans"][0]["resource"] = {}
+    with pytest.raises(ValueError, match='span "status" is a string, expected an object'):
+        reader.parse_line(json.dumps(doc).encode())
+
+
+def _real_end_record_with_everything(path: Path) -> dict:
+    """An end record of the real run with events and an error status, plus a link and extra fields."""
+    for line in path.read_bytes().splitlines():
+        doc = json.loads(line)
+        span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        if span["name"] == "execute_tool get_stock_price" and "endTimeUnixNano" in span:
+            break
+    else:  # pragma: no cover
+        raise AssertionError("no end record of execute_tool get_stock_price")
+    assert span["events"] and span["status"]["code"] == 2
+    span["links"] = [
+        {
+            "traceId": span["traceId"],
+            "spanId": span["spanId"],
+            "traceState": "a=b",
+            "flags": 1,
+            "attributes": [{"key": "l", "value": {"intValue": "1"}}],
+        }
+    ]
+    span["traceState"] = "k=v"
+    span["droppedAttributesCount"] = 0
+    span["attributes"] += [
+        {"key": "b", "value": {"boolValue": True}},
+        {"key": "d", "value": {"doubleValue": 1.5}},
+        {"key": "arr", "value": {"arrayValue": {"values": [{"intValue": "1"}]}}},
+        {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "k", "value": {"stringValue": "v"}}]}}},
+        {"key": "bytes", "value": {"bytesValue": "AAE="}},
+    ]
+    doc["resourceSpans"][0]["schemaUrl"] = "https://opentelemetry.io/schemas/1.26.0"
+    doc["resourceSpans"][0]["scopeSpans"][0]["scope"]["attributes"] = [
+        {"key": "s", "value": {"stringValue": "x"}}
+    ]
+    return doc
+
+
+# One value of every JSON type, and integers out of every range the format has.
+_WRONG = [None, True, False, 0, -1, 1.5, 2**31, 2**64, "", "x", "12", [], [1], [{}], {}, {"a": 1}]
+
+
+def _mutations(doc: object) -> list[tuple[str, object]]:
+    """Every copy of ``doc`` with one value (at any depth) replaced by one of ``_WRONG`` or removed."""
+    out: list[tuple[str, object]] = []
+
+    def walk(node: object, path: tuple) -> None:
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))  # type: ignore[union-attr]
+        for key, child in items:
+            here = (*path, key)
+            for wrong in [*_WRONG, "REMOVE"]:
+                if wrong == "REMOVE" and not isinstance(node, dict):
+                    continue
+                if wrong is not None and wrong == child and type(wrong) is type(child):
+                    continue
+                mutated = copy.deepcopy(doc)
+                target = mutated
+                for k in path:
+                    target = target[k]
+                if wrong == "REMOVE":
+                    del target[key]
+                else:
+                    target[key] = copy.deepcopy(wrong)
+                out.append(("/".join(map(str, here)) + f" = {wrong!r}", mutated))
+            if isinstance(child, (dict, list)):
+                walk(child, here)
+
+    walk(doc, ())
+    return out
+
+
+def _use_stdlib_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader, "_loads", reader._std_loads)
+    monkeypatch.setattr(reader, "_JSON_ERRORS", reader._STD_JSON_ERRORS)
+
+
+@pytest.mark.parametrize("loader", ["default", "stdlib json"])
+def test_fuzz_wrong_json_types_never_raise(
+    records: dict[str, Path], loader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutate the type of each field of a real record line in turn: parse_line either rejects the line
+    with a ValueError (a corrupt line) or returns records that merge, recover, show and export."""
+    from agent_otel.cli import _common as c
+    from agent_otel.cli import export, stats, view
+
+    if loader == "stdlib json":
+        _use_stdlib_json(monkeypatch)
+    base = _real_end_record_with_everything(records["real"])
+    assert reader.parse_line(json.dumps(base).encode())  # the unmutated line is fine
+    mutations = _mutations(base)
+    assert len(mutations) > 1000
+    rejected = 0
+    for what, doc in mutations:
+        line = json.dumps(doc).encode()
+        try:
+            recs = reader.parse_line(line, "f.jsonl", 1)
+        except ValueError as exc:
+            assert str(exc), what
+            rejected += 1
+            continue
+        try:
+            spans = reader.merge_records(recs)
+            spans += [reader.recover(dataclasses.replace(s, finished=False)) for s in spans]
+            traces = c.build_traces(spans)
+            sink = io.StringIO()
+            view.render(
+                traces,
+                reader.ReadResult(spans=spans),
+                sink,
+                style=c.Style(True),
+                symbols=c.UNICODE,
+                width=80,
+                show_attributes=True,
+            )
+            json.dumps(view.to_json(traces, reader.ReadResult(spans=spans)), allow_nan=False)
+            json.dumps(stats.compute(traces), allow_nan=False)
+            export.build_request(export.prepare(spans)).SerializeToString()
+        except Exception as exc:  # pragma: no cover - the failure message is the point
+            raise AssertionError(f"{what}: accepted by parse_line, then {exc!r}") from exc
+    assert 0 < rejected < len(mutations)
+
+
+def test_stdlib_json_rejects_lone_surrogates_and_deep_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_stdlib_json(monkeypatch)
+    span = {"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "name": "x"}
+    assert reader.parse_line(_line(span))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        reader.parse_line(_line(span).replace(b'"name": "x"', b'"name": "\\ud800"'))
+    assert reader.parse_line(_line(span).replace(b'"name": "x"', b'"name": "\\ud83d\\ude00"'))[0]
+    with pytest.raises(ValueError, match="not valid JSON"):
+        reader.parse_line(b"[" * 100_000)
+
+
+def test_values_nested_too_deeply_are_rejected() -> None:
+    value: dict = {"stringValue": "x"}
+    for _ in range(200):
+        value = {"arrayValue": {"values": [value]}}
+    span = {
+        "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "spanId": "00f067aa0ba902b7",
+        "attributes": [{"key": "deep", "value": value}],
+    }
+    with pytest.raises(ValueError, match="nested too deeply"):
+        reader.parse_line(_line(span))
+
+
+def test_enum_names_and_base64_link_ids_are_normalised() -> None:
+    tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+    span = {
+        "traceId": tid,
+        "spanId": "00f067aa0ba902b7",
+        "kind": "SPAN_KIND_CLIENT",
+        "startTimeUnixNano": 1,
+        "endTimeUnixNano": "2",
+        "status": {"code": "STATUS_CODE_ERROR"},
+        "links": [{"traceId": base64.b64encode(bytes.fromhex(tid)).decode(), "spanId": ""}],
+    }
+    (rec,) = reader.parse_line(_line(span))
+    (s,) = reader.merge_records([rec])
+    assert (s.kind, s.status_code, s.start_time_unix_nano, s.end_time_unix_nano) == (3, 2, 1, 2)
+    assert rec.span["links"][0]["traceId"] == tid
+    with pytest.raises(ValueError, match="traceId"):
+        reader.parse_line(_line({**span, "traceId": "4bf92f35 7b34da6a3ce929d0e0e4736"}))
+
+
+def test_cli_view_and_stats_on_a_file_of_mutated_lines(
+    records: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agent-otel view`/`stats` on good lines followed by every mutation: exit 0, a warning counting
+    exactly the lines parse_line rejects, each reported as file:line."""
+    from agent_otel.cli.main import main
+
+    good = records["real"].read_bytes()
+    n_good = good.count(b"\n")
+    mutated = [
+        json.dumps(doc).encode() for _, doc in _mutations(_real_end_record_with_everything(records["real"]))
+    ]
+    bad_lines = []
+    for i, line in enumerate(mutated, n_good + 1):
+        try:
+            reader.parse_line(line)
+        except ValueError:
+            bad_lines.append(i)
+    f = tmp_path / "fuzz.jsonl"
+    f.write_bytes(good + b"\n".join(mutated) + b"\n")
+    for command in (["view"], ["view", "--json"], ["stats"], ["stats", "--json"]):
+        assert main([*command, str(f)]) == 0, command
+        out, err = capsys.readouterr()
+        if "--json" in command:
+            json.loads(out)
+        assert f"warning: skipped {len(bad_lines)} unreadable lines" in err
+        assert f"{f}:{bad_lines[0]}: " in err
+    assert [c.line for c in reader.read(f).corrupt] == bad_lines
+
+
+# ---------------------------------------------------------------------------------------- skip_to_end
+
+
+@pytest.mark.parametrize("tail", [b"", b'{"resourceSpans": [ half a li'])
+def test_file_cursor_skip_to_end_seeks_and_leaves_a_partial_last_line(
+    records: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tail: bytes
+) -> None:
+    lines = records["real"].read_bytes().splitlines(keepends=True)
+    f = tmp_path / "live.jsonl"
+    f.write_bytes(b"".join(lines[:5]) + tail)
+    monkeypatch.setattr(reader, "_TAIL_CHUNK", 7)  # the last newline is several chunks back
+    monkeypatch.setattr(reader, "_CHUNK", 64)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("skip_to_end read the whole file"))
+    cur = reader.FileCursor(f, at_end=True)
+    assert (cur.offset, cur.line_no) == (len(b"".join(lines[:5])), 6)
+    with f.open("ab") as fh:
+        fh.write((lines[5][len(tail) :] if tail else lines[5]) + lines[6])
+    recs, bad = cur.poll()
+    if tail:  # the partial line was completed with the rest of another line: corrupt, reported as line 6
+        assert [b.line for b in bad] == [6] and [r.line for r in recs] == [7]
+    else:
+        assert bad == [] and [r.line for r in recs] == [6, 7]
+
+
+def test_file_cursor_skip_to_end_without_any_newline(tmp_path: Path) -> None:
+    f = tmp_path / "one.jsonl"
+    f.write_bytes(b'{"resourceSpans": [')
+    cur = reader.FileCursor(f, at_end=True)
+    assert (cur.offset, cur.line_no) == (0, 1)
+    cur = reader.FileCursor(tmp_path / "missing.jsonl", at_end=True)
+    assert (cur.offset, cur.line_no) == (0, 1)
+
+
+# -------------------------------------------------------------------------------------------- recover
+
+
+def test_recover_keeps_every_field_it_does_not_change(records: dict[str, Path]) -> None:
+    @dataclasses.dataclass
+    class TaggedSpan(reader.Span):
+        tag: str = ""
+
+    agent = next(s for s in reader.read(records["killed"]).unfinished if s.name.startswith("invoke_agent"))
+    tagged = TaggedSpan(**{f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)}, tag="t")
+    rec = reader.recover(tagged)
+    assert type(rec) is TaggedSpan and rec.tag == "t"
+    changed = {"end_time_unix_nano", "status_code", "status_message", "attributes", "events", "otlp"}
+    for f in dataclasses.fields(reader.Span):
+        if f.name not in changed | {"recovered"}:
+            assert getattr(rec, f.name) == getattr(agent, f.name), f.name
+    assert rec.recovered and not agent.recovered

@@ -15,12 +15,16 @@ starts (no ``endTimeUnixNano``, no ``status``, attribute ``agent_otel.start_reco
   incomplete last line (no newline yet) is left for the next call, so a line being written is picked
   up once it is complete.
 
-Lines that do not parse (a torn last line after a crash, a corrupt line in the middle) are skipped and
-reported as :class:`CorruptLine` (``file:line: reason``); they never stop the read.
+Lines that do not parse (a torn last line after a crash, a corrupt line in the middle) and lines whose
+JSON does not have the OTLP/JSON shape (a field of the wrong type anywhere: a ``status`` that is not an
+object, attributes that are not an array, a time that is not an integer...) are skipped and reported as
+:class:`CorruptLine` (``file:line: reason``); they never stop the read, and every record that
+:func:`parse_line` returns is safe to merge, show and export.
 
-This module depends on the record *format* only, never on OpenTelemetry SDK classes: spans are plain
-dataclasses holding decoded attributes and the original OTLP/JSON dictionaries (used by the exporter).
-It uses ``orjson`` when it is installed, else the standard ``json`` module.
+This module depends on the record *format* only (its attribute names come from
+:mod:`agent_otel.attributes`), never on OpenTelemetry SDK classes: spans are plain dataclasses holding
+decoded attributes and the original OTLP/JSON dictionaries (used by the exporter). It uses ``orjson``
+when it is installed, else the standard ``json`` module.
 """
 
 from __future__ import annotations
@@ -29,12 +33,28 @@ import base64
 import binascii
 import contextlib
 import copy
+import dataclasses
 import gc
+import json as _json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from agent_otel.attributes import ERROR_TYPE, RECOVERED, START_RECORD, UNFINISHED_ERROR_TYPE
+
+
+def _std_loads(data: bytes) -> Any:
+    """``json.loads`` that, like orjson, rejects lone UTF-16 surrogates (``"\\ud800"``): Python would
+    accept them and then fail to print the string."""
+    doc = _json.loads(data)
+    if b"\\ud" in data or b"\\uD" in data:
+        _json.dumps(doc, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError on a lone surrogate
+    return doc
+
+
+_STD_JSON_ERRORS: tuple[type[BaseException], ...] = (ValueError, RecursionError)
 
 try:  # pragma: no cover - exercised whichever way the environment is
     import orjson as _orjson
@@ -44,12 +64,8 @@ try:  # pragma: no cover - exercised whichever way the environment is
 
     _JSON_ERRORS: tuple[type[BaseException], ...] = (_orjson.JSONDecodeError, UnicodeDecodeError)
 except ImportError:  # pragma: no cover
-    import json as _json
-
-    def _loads(data: bytes) -> Any:
-        return _json.loads(data)
-
-    _JSON_ERRORS = (ValueError, UnicodeDecodeError)
+    _loads = _std_loads
+    _JSON_ERRORS = _STD_JSON_ERRORS
 
 __all__ = [
     "CorruptLine",
@@ -61,7 +77,6 @@ __all__ = [
     "decode_attributes",
     "decode_value",
     "find_files",
-    "iter_records",
     "merge_records",
     "parse_line",
     "read",
@@ -69,22 +84,15 @@ __all__ = [
     "recover",
 ]
 
-# These names mirror agent_otel.attributes (kept local so the reader has no dependency beyond the format;
-# tests/test_reader.py checks they agree).
-START_RECORD = "agent_otel.start_record"
-RECOVERED = "agent_otel.recovered"
-UNFINISHED_ERROR_TYPE = "agent_otel.unfinished"
-ERROR_TYPE = "error.type"
-
 #: Status message given to recovered spans.
 RECOVERED_STATUS_MESSAGE = "span never ended: its process stopped before closing it (killed?)"
 
-STATUS_UNSET = 0
 STATUS_OK = 1
 STATUS_ERROR = 2
 
 _MAX_LINE = 1 << 20  # the writer keeps lines below 1 MiB; longer "lines" are reported, not parsed
 _CHUNK = 1 << 20
+_TAIL_CHUNK = 1 << 16  # FileCursor.skip_to_end looks for the last newline this many bytes at a time
 
 
 @dataclass(frozen=True)
@@ -110,14 +118,6 @@ class Record:
     path: str
     line: int
     is_start: bool
-
-    @property
-    def trace_id(self) -> str:
-        return self.span["traceId"]
-
-    @property
-    def span_id(self) -> str:
-        return self.span["spanId"]
 
     @property
     def key(self) -> tuple[str, str]:
@@ -207,10 +207,6 @@ class ReadResult:
     def torn(self) -> list[CorruptLine]:
         return [c for c in self.corrupt if c.torn]
 
-    def with_recovered(self) -> list[Span]:
-        """All spans, with every unfinished span replaced by its :func:`recover` ed version."""
-        return [s if s.finished else recover(s) for s in self.spans]
-
 
 # --------------------------------------------------------------------------------------------- decoding
 
@@ -247,7 +243,8 @@ def decode_value(value: Mapping[str, Any] | None) -> Any:
 def decode_attributes(attributes: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
     """Decode an OTLP/JSON attribute list ``[{"key": k, "value": {...}}]`` into a dict.
 
-    A malformed entry is skipped; it never makes the whole list unreadable.
+    A malformed entry is skipped; it never makes the whole list unreadable. (:func:`parse_line` does not
+    let records with malformed entries through at all.)
     """
     out: dict[str, Any] = {}
     for kv in attributes or ():
@@ -271,10 +268,10 @@ def _norm_id(value: Any, size: int) -> str | None:
         return None
     if len(value) == 2 * size:
         try:
-            bytes.fromhex(value)
+            ok = len(bytes.fromhex(value)) == size  # fromhex skips spaces: "ab cd" is not an id
         except ValueError:
             return None
-        return value.lower()
+        return value.lower() if ok else None
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -291,11 +288,273 @@ def _is_start(span: Mapping[str, Any]) -> bool:
     return False
 
 
+# ------------------------------------------------------------------------------------------ validation
+#
+# A line is accepted only when every field the reader, the CLI or the exporter uses has its OTLP/JSON
+# type: objects are objects, arrays arrays, strings strings, ids valid, times and counts integers in
+# range (a JSON integer or a decimal string, as OTLP/JSON writes 64-bit integers), attribute values
+# decodable. ``null`` stands for an absent field (proto3 JSON). Fields nobody reads are not checked.
+# Anything else raises ValueError with a short reason, and the line is reported as corrupt.
+
+_U32 = 1 << 32
+_U64 = 1 << 64
+_I32 = 1 << 31
+_I64 = 1 << 63
+_MAX_VALUE_DEPTH = 64  # arrays/maps nested deeper than this are rejected (the SDK writes none at all)
+_SPAN_KINDS = {
+    "SPAN_KIND_UNSPECIFIED": 0,
+    "SPAN_KIND_INTERNAL": 1,
+    "SPAN_KIND_SERVER": 2,
+    "SPAN_KIND_CLIENT": 3,
+    "SPAN_KIND_PRODUCER": 4,
+    "SPAN_KIND_CONSUMER": 5,
+}
+_STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bad(what: str, value: Any, expected: str) -> NoReturn:
+    raise ValueError(f"{what} is {_json_type(value)}, expected {expected}")
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    """An optional object field (``None`` when absent)."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        _bad(what, value, "an object")
+    return value
+
+
+def _arr(value: Any, what: str) -> list[Any]:
+    """An optional array field."""
+    if value is None:
+        return []
+    if type(value) is not list:
+        _bad(what, value, "an array")
+    return value
+
+
+def _string(obj: Mapping[str, Any], key: str, what: str) -> None:
+    value = obj.get(key)
+    if value is not None and type(value) is not str:
+        _bad(what, value, "a string")
+
+
+def _uint(value: Any, what: str, limit: int = _U64) -> int:
+    """An optional unsigned integer: a JSON integer or a decimal string, below ``limit``."""
+    if value is None:
+        return 0
+    if type(value) is int:
+        n = value
+    elif type(value) is str and value.isdigit() and value.isascii() and len(value) <= 20:
+        n = int(value)
+    else:
+        _bad(what, value, "an unsigned integer")
+    if not 0 <= n < limit:
+        raise ValueError(f"{what} is out of range ({_short_repr(value)})")
+    return n
+
+
+def _enum(obj: dict[str, Any], key: str, what: str, names: Mapping[str, int]) -> None:
+    """An enum field (an integer, or its name as proto JSON allows); a name is rewritten as its number."""
+    value = obj.get(key)
+    if type(value) is str and value in names:
+        obj[key] = names[value]
+    else:
+        _uint(value, what, _I32)
+
+
+def _check_value(value: Any, what: str, depth: int = 0) -> None:
+    """An ``AnyValue``, checked the way :func:`decode_value` (and the exporter) will read it."""
+    if value is None:
+        return
+    if type(value) is not dict:
+        _bad(what, value, "an object")
+    if not value:
+        return
+    if "stringValue" in value:
+        if type(value["stringValue"]) is not str:
+            _bad(f"{what} stringValue", value["stringValue"], "a string")
+    elif "boolValue" in value:
+        if type(value["boolValue"]) is not bool:
+            _bad(f"{what} boolValue", value["boolValue"], "true or false")
+    elif "intValue" in value:
+        v = value["intValue"]
+        n = None
+        if type(v) is int:
+            n = v
+        elif type(v) is str and v.isascii() and len(v) <= 21 and (v[1:] if v[:1] == "-" else v).isdigit():
+            n = int(v)
+        if n is None or not -_I64 <= n < _I64:
+            _bad(f"{what} intValue", v, "a 64-bit integer")
+    elif "doubleValue" in value:
+        v = value["doubleValue"]
+        if type(v) not in (str, int, float):
+            _bad(f"{what} doubleValue", v, "a number")
+        try:
+            float(v)
+        except (ValueError, OverflowError):
+            raise ValueError(f"{what} doubleValue is not a number ({_short_repr(v)})") from None
+    elif "arrayValue" in value or "kvlistValue" in value:
+        if depth >= _MAX_VALUE_DEPTH:
+            raise ValueError(f"{what} is nested too deeply")
+        if "arrayValue" in value:
+            arr = _obj(value["arrayValue"], f"{what} arrayValue")
+            for item in _arr(arr.get("values"), f"{what} arrayValue values"):
+                _check_value(item, f"{what} array element", depth + 1)
+        else:
+            kvl = _obj(value["kvlistValue"], f"{what} kvlistValue")
+            _check_attributes(kvl.get("values"), what, depth + 1)
+    elif "bytesValue" in value:
+        v = value["bytesValue"]
+        if type(v) is not str:
+            _bad(f"{what} bytesValue", v, "a base64 string")
+        try:
+            base64.b64decode(v)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{what} bytesValue is not valid base64") from None
+    # any other key: a value kind this reader does not know; read as None
+
+
+def _check_attributes(attributes: Any, what: str, depth: int = 0) -> None:
+    """A ``KeyValue`` array: objects with a string ``key`` and an ``AnyValue`` ``value``."""
+    if attributes is None:
+        return
+    if type(attributes) is not list:
+        _bad(f"{what} attributes", attributes, "an array")
+    for kv in attributes:
+        if type(kv) is dict:  # the common case, a string value, decided inline
+            key = kv.get("key")
+            value = kv.get("value")
+            if type(key) is str and type(value) is dict and type(value.get("stringValue")) is str:
+                continue
+        _check_key_value(kv, what, depth)
+
+
+def _check_key_value(kv: Any, what: str, depth: int) -> None:
+    if type(kv) is not dict:
+        _bad(f"{what} attribute", kv, "an object")
+    key = kv.get("key")
+    if type(key) is not str:
+        _bad(f"{what} attribute key", key, "a string")
+    _check_value(kv.get("value"), f"attribute {key!r} value", depth)
+
+
+def _check_id(obj: dict[str, Any], key: str, size: int, what: str, *, required: bool) -> None:
+    """Validate an id and rewrite it as lowercase hex; ``""``/absent is accepted unless ``required``."""
+    value = obj.get(key)
+    if not required and (value is None or value == ""):
+        return
+    norm = _norm_id(value, size)
+    if norm is None:
+        raise ValueError(f"{what} without a valid {key}" if required else f"{what} with an invalid {key}")
+    obj[key] = norm
+
+
+def _check_span(span: Any) -> None:
+    if type(span) is not dict:
+        _bad("span", span, "an object")
+    _check_id(span, "traceId", 16, "span", required=True)
+    _check_id(span, "spanId", 8, "span", required=True)
+    if "parentSpanId" in span:
+        _check_id(span, "parentSpanId", 8, "span", required=False)
+    if type(span.get("name")) is not str:
+        _string(span, "name", 'span "name"')
+    kind = span.get("kind")
+    if not (type(kind) is int and 0 <= kind < _I32):
+        _enum(span, "kind", 'span "kind"', _SPAN_KINDS)
+    for key in ("startTimeUnixNano", "endTimeUnixNano"):
+        t = span.get(key)
+        if not (type(t) is str and len(t) < 20 and t.isdigit() and t.isascii()):  # else check in full
+            _uint(t, f'span "{key}"')
+    _check_attributes(span.get("attributes"), "span")
+    for key in _SPAN_OPTIONAL_U32:
+        if key in span:
+            _uint(span[key], f'span "{key}"', _U32)
+    if "traceState" in span:
+        _string(span, "traceState", 'span "traceState"')
+    if "events" in span:
+        for ev in _arr(span["events"], 'span "events"'):
+            if type(ev) is not dict:
+                _bad("span event", ev, "an object")
+            _string(ev, "name", 'event "name"')
+            _uint(ev.get("timeUnixNano"), 'event "timeUnixNano"')
+            _check_attributes(ev.get("attributes"), "event")
+            _uint(ev.get("droppedAttributesCount"), 'event "droppedAttributesCount"', _U32)
+    if "links" in span:
+        for link in _arr(span["links"], 'span "links"'):
+            if type(link) is not dict:
+                _bad("span link", link, "an object")
+            _check_id(link, "traceId", 16, "link", required=False)
+            _check_id(link, "spanId", 8, "link", required=False)
+            _string(link, "traceState", 'link "traceState"')
+            _uint(link.get("flags"), 'link "flags"', _U32)
+            _check_attributes(link.get("attributes"), "link")
+            _uint(link.get("droppedAttributesCount"), 'link "droppedAttributesCount"', _U32)
+    if "status" in span:
+        status = _obj(span["status"], 'span "status"')
+        if status:
+            _enum(status, "code", 'span "status" "code"', _STATUS_CODES)
+            _string(status, "message", 'span "status" "message"')
+
+
+_SPAN_OPTIONAL_U32 = ("flags", "droppedAttributesCount", "droppedEventsCount", "droppedLinksCount")
+
+
+def _check_resource_or_scope(obj: dict[str, Any], what: str) -> None:
+    if what == "scope":
+        _string(obj, "name", 'scope "name"')
+        _string(obj, "version", 'scope "version"')
+    _check_attributes(obj.get("attributes"), what)
+    _uint(obj.get("droppedAttributesCount"), f'{what} "droppedAttributesCount"', _U32)
+
+
+class _LastValid:
+    """The last resource and scope found valid. Every line repeats its resource and scope, almost always
+    the same ones: comparing with the last valid one (a C-level ``==``) is cheaper than checking again."""
+
+    resource: dict[str, Any] | None = None
+    scope: dict[str, Any] | None = None
+
+
+def _check_resource(resource: dict[str, Any]) -> None:
+    if resource and resource != _LastValid.resource:
+        _check_resource_or_scope(resource, "resource")
+        _LastValid.resource = resource
+
+
+def _check_scope(scope: dict[str, Any]) -> None:
+    if scope and scope != _LastValid.scope:
+        _check_resource_or_scope(scope, "scope")
+        _LastValid.scope = scope
+
+
 def parse_line(data: bytes, path: str = "", line: int = 0) -> list[Record]:
     """Parse one line of the record into its span records.
 
     Raises ``ValueError`` with a short human reason when the line is not an OTLP/JSON ``TracesData``
-    holding spans with valid ids. A ``TracesData`` holding no spans gives an empty list. Our writer puts
+    holding spans with valid ids, or when any field has the wrong JSON type (see the validation notes
+    above); the records returned are then safe to merge, show and export. Ids are rewritten as lowercase
+    hex and enum names as numbers. A ``TracesData`` holding no spans gives an empty list. Our writer puts
     exactly one span on a line; lines with several spans (e.g. from the stock file exporter) are accepted.
     """
     try:
@@ -306,25 +565,24 @@ def parse_line(data: bytes, path: str = "", line: int = 0) -> list[Record]:
         raise ValueError("not an OTLP TracesData object (no resourceSpans)")
     records: list[Record] = []
     try:
-        for rs in doc["resourceSpans"] or ():
-            resource = rs.get("resource") or {}
-            for ss in rs.get("scopeSpans") or ():
-                scope = ss.get("scope") or {}
-                for span in ss.get("spans") or ():
-                    trace_id = _norm_id(span.get("traceId"), 16)
-                    span_id = _norm_id(span.get("spanId"), 8)
-                    if trace_id is None or span_id is None:
-                        raise ValueError("span without a valid traceId/spanId")
-                    span["traceId"], span["spanId"] = trace_id, span_id
-                    parent = span.get("parentSpanId")
-                    if parent:
-                        norm = _norm_id(parent, 8)
-                        if norm is None:
-                            raise ValueError("span with an invalid parentSpanId")
-                        span["parentSpanId"] = norm
-                    _int(span.get("startTimeUnixNano"))
+        for rs in _arr(doc["resourceSpans"], '"resourceSpans"'):
+            if type(rs) is not dict:
+                _bad("a resourceSpans item", rs, "an object")
+            resource = _obj(rs.get("resource"), '"resource"')
+            _check_resource(resource)
+            _string(rs, "schemaUrl", 'resourceSpans "schemaUrl"')
+            for ss in _arr(rs.get("scopeSpans"), '"scopeSpans"'):
+                if type(ss) is not dict:
+                    _bad("a scopeSpans item", ss, "an object")
+                scope = _obj(ss.get("scope"), '"scope"')
+                _check_scope(scope)
+                _string(ss, "schemaUrl", 'scopeSpans "schemaUrl"')
+                for span in _arr(ss.get("spans"), '"spans"'):
+                    _check_span(span)
                     records.append(Record(span, resource, scope, path, line, _is_start(span)))
-    except (AttributeError, TypeError) as exc:
+    except RecursionError:
+        raise ValueError("malformed TracesData (nested too deeply)") from None
+    except (AttributeError, TypeError, KeyError) as exc:  # a safety net: the checks above should catch all
         raise ValueError(f"malformed TracesData ({_short(exc)})") from None
     return records
 
@@ -423,18 +681,31 @@ def read_from(
     return records, corrupt, next_offset, line_no
 
 
-def iter_records(path: str | os.PathLike[str], corrupt: list[CorruptLine] | None = None) -> Iterator[Record]:
-    """Yield every record of a file or directory in file order; append skipped lines to ``corrupt``."""
-    for f in find_files(path):
-        try:
-            records, bad, _, _ = read_from(f)
-        except OSError as exc:
-            if corrupt is not None:
-                corrupt.append(CorruptLine(str(f), 0, f"cannot read file: {exc.strerror or exc}"))
-            continue
-        if corrupt is not None:
-            corrupt.extend(bad)
-        yield from records
+def _after_last_newline(fh: Any, size: int) -> int:
+    """The offset just after the last newline in the first ``size`` bytes of ``fh`` (0 if none)."""
+    pos = size
+    while pos > 0:
+        n = min(_TAIL_CHUNK, pos)
+        pos -= n
+        fh.seek(pos)
+        i = fh.read(n).rfind(b"\n")
+        if i >= 0:
+            return pos + i + 1
+    return 0
+
+
+def _count_newlines(fh: Any, end: int) -> int:
+    """How many newlines the first ``end`` bytes of ``fh`` hold, read in chunks."""
+    fh.seek(0)
+    count = 0
+    left = end
+    while left > 0:
+        chunk = fh.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        left -= len(chunk)
+    return count
 
 
 class FileCursor:
@@ -454,15 +725,21 @@ class FileCursor:
             self.skip_to_end()
 
     def skip_to_end(self) -> None:
-        """Position after the last complete line (counting lines, so later reports keep their numbers)."""
+        """Position after the last complete line; a partial last line is left for :meth:`poll`.
+
+        The last newline is found by reading backwards from the end of the file; the lines before it are
+        counted in chunks (so later reports keep their line numbers). Memory use does not grow with the
+        file.
+        """
         try:
-            data = self.path.read_bytes()
-            st = self.path.stat()
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                offset = _after_last_newline(fh, st.st_size)
+                lines = _count_newlines(fh, offset)
         except OSError:
             return
-        last_nl = data.rfind(b"\n")
-        self.offset = last_nl + 1
-        self.line_no = data.count(b"\n", 0, self.offset) + 1
+        self.offset = offset
+        self.line_no = lines + 1
         self._inode = (st.st_dev, st.st_ino)
 
     def poll(self, *, final: bool = False) -> tuple[list[Record], list[CorruptLine]]:
@@ -497,37 +774,37 @@ def _record_times(span: Mapping[str, Any]) -> int:
 
 
 def _to_span(rec: Record, last_seen: int) -> Span:
+    # rec comes from parse_line, which checked the type of every field read here.
     s = rec.span
     attrs = decode_attributes(s.get("attributes"))
     attrs.pop(START_RECORD, None)
     status = s.get("status") or {}
-    scope = rec.scope or {}
+    scope = rec.scope
     end = _int(s.get("endTimeUnixNano"))
     finished = not rec.is_start
     events = [
         SpanEvent(
-            name=str(ev.get("name", "")),
+            name=ev.get("name") or "",
             time_unix_nano=_int(ev.get("timeUnixNano")),
             attributes=decode_attributes(ev.get("attributes")),
         )
         for ev in s.get("events") or ()
-        if isinstance(ev, dict)
     ]
     return Span(
         trace_id=s["traceId"],
         span_id=s["spanId"],
         parent_span_id=s.get("parentSpanId") or None,
-        name=str(s.get("name", "")),
+        name=s.get("name") or "",
         kind=_int(s.get("kind"), 1),
         start_time_unix_nano=_int(s.get("startTimeUnixNano")),
         end_time_unix_nano=end if finished and end else None,
         status_code=_int(status.get("code")),
-        status_message=str(status.get("message") or ""),
+        status_message=status.get("message") or "",
         attributes=attrs,
         events=events,
-        resource=decode_attributes((rec.resource or {}).get("attributes")),
-        scope_name=str(scope.get("name") or ""),
-        scope_version=str(scope.get("version") or ""),
+        resource=decode_attributes(rec.resource.get("attributes")),
+        scope_name=scope.get("name") or "",
+        scope_version=scope.get("version") or "",
         path=rec.path,
         line=rec.line,
         finished=finished,
@@ -633,27 +910,13 @@ def recover(span: Span, end_time_unix_nano: int | None = None) -> Span:
     attributes = dict(span.attributes)
     attributes[ERROR_TYPE] = UNFINISHED_ERROR_TYPE
     attributes[RECOVERED] = True
-    return Span(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        name=span.name,
-        kind=span.kind,
-        start_time_unix_nano=span.start_time_unix_nano,
+    return dataclasses.replace(
+        span,
         end_time_unix_nano=end,
         status_code=STATUS_ERROR,
         status_message=RECOVERED_STATUS_MESSAGE,
         attributes=attributes,
         events=list(span.events),
-        resource=span.resource,
-        scope_name=span.scope_name,
-        scope_version=span.scope_version,
-        path=span.path,
-        line=span.line,
-        finished=False,
         otlp=otlp,
-        otlp_resource=span.otlp_resource,
-        otlp_scope=span.otlp_scope,
-        last_seen_unix_nano=span.last_seen_unix_nano,
         recovered=True,
     )
