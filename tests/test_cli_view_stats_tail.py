@@ -357,3 +357,32 @@ def test_every_subcommand_help_reads_like_a_manual(command: str, capsys: pytest.
     assert f"usage: agent-otel {command}" in out
     assert "examples:" in out and f"agent-otel {command} " in out
     assert "exit status" in out
+
+
+# ----------------------------------------------------------------------------- odd values, long tails
+
+
+def test_non_finite_token_counts_are_not_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    span = {
+        "traceId": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "spanId": "00f067aa0ba902b7",
+        "name": "chat m",
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000001000000000",
+        "attributes": [
+            {"key": "agent_otel.span.category", "value": {"stringValue": "llm"}},
+            {"key": "gen_ai.usage.input_tokens", "value": {"doubleValue": "Infinity"}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"doubleValue": "NaN"}},
+            {"key": "x", "value": {"doubleValue": "-Infinity"}},
+        ],
+    }
+    f = tmp_path / "odd.jsonl"
+    f.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}) + "\n")
+    for command in (["view", "-a"], ["view", "--json"], ["stats", "--json"], ["tail", "--once", "--json"]):
+        rc, out, err = run_cli([*command, str(f)], capsys)
+        assert rc == 0 and "Traceback" not in err, command
+        if "--json" in command:
+            for line in out.splitlines() if command[0] == "tail" else [out]:
+                json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    _, out, _ = run_cli(["stats", "--json", str(f)], capsys)
+    assert json.loads(out)["models"][0]["input_tokens"] == 0

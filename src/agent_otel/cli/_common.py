@@ -7,43 +7,33 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import math
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from agent_otel import attributes as attrs
+from agent_otel.attributes import Category, Operation
 from agent_otel.jsonl import reader
 from agent_otel.jsonl.reader import ReadResult, Span
 
-# Attribute names (mirroring agent_otel.attributes; the CLI depends on the record format only).
-CATEGORY = "agent_otel.span.category"
-INTERRUPTED = "agent_otel.interrupted"
-TOOL_OUTCOME = "agent_otel.tool.outcome"
-CONVERSATION_ID = "gen_ai.conversation.id"
-OPERATION = "gen_ai.operation.name"
-REQUEST_MODEL = "gen_ai.request.model"
-RESPONSE_MODEL = "gen_ai.response.model"
-INPUT_TOKENS = "gen_ai.usage.input_tokens"
-OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
-TOOL_NAME = "gen_ai.tool.name"
-AGENT_NAME = "gen_ai.agent.name"
-PROVIDER = "gen_ai.provider.name"
-ERROR_TYPE = "error.type"
+#: The span categories, in the order of the taxonomy (choices of ``--category``).
+CATEGORIES = tuple(c.value for c in Category)
 
-CATEGORIES = ("agent", "workflow", "node", "llm", "tool")
-VALIDATION_ERROR_TYPE = "ToolValidationError"
-
+# Spans without agent_otel.span.category (written by other instrumentations) get one from their
+# gen_ai.operation.name.
 _OPERATION_CATEGORY = {
-    "invoke_agent": "agent",
-    "create_agent": "agent",
-    "invoke_workflow": "workflow",
-    "chat": "llm",
-    "text_completion": "llm",
-    "generate_content": "llm",
-    "embeddings": "llm",
-    "execute_tool": "tool",
+    Operation.INVOKE_AGENT.value: Category.AGENT.value,
+    "create_agent": Category.AGENT.value,  # a GenAI operation agent-otel itself does not write
+    Operation.INVOKE_WORKFLOW.value: Category.WORKFLOW.value,
+    Operation.CHAT.value: Category.LLM.value,
+    Operation.TEXT_COMPLETION.value: Category.LLM.value,
+    Operation.GENERATE_CONTENT.value: Category.LLM.value,
+    Operation.EMBEDDINGS.value: Category.LLM.value,
+    Operation.EXECUTE_TOOL.value: Category.TOOL.value,
 }
+_TOOL_SPAN_PREFIX = Operation.EXECUTE_TOOL.value + " "
 
 NO_CONVERSATION = "(no conversation)"
 
@@ -57,52 +47,56 @@ EXIT_USAGE = 2
 
 def category(span: Span) -> str | None:
     """The span's ``agent_otel.span.category``, else one inferred from ``gen_ai.operation.name``."""
-    value = span.attributes.get(CATEGORY)
+    value = span.attributes.get(attrs.CATEGORY)
     if isinstance(value, str) and value:
         return value
-    op = span.attributes.get(OPERATION)
+    op = span.attributes.get(attrs.GEN_AI_OPERATION_NAME)
     return _OPERATION_CATEGORY.get(op) if isinstance(op, str) else None
 
 
 def model(span: Span) -> str | None:
-    value = span.attributes.get(RESPONSE_MODEL) or span.attributes.get(REQUEST_MODEL)
+    a = span.attributes
+    value = a.get(attrs.GEN_AI_RESPONSE_MODEL) or a.get(attrs.GEN_AI_REQUEST_MODEL)
     return str(value) if value else None
 
 
 def tokens(span: Span) -> tuple[int | None, int | None]:
     def _get(key: str) -> int | None:
         v = span.attributes.get(key)
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        return int(v)
 
-    return _get(INPUT_TOKENS), _get(OUTPUT_TOKENS)
+    return _get(attrs.GEN_AI_USAGE_INPUT_TOKENS), _get(attrs.GEN_AI_USAGE_OUTPUT_TOKENS)
 
 
 def tool_name(span: Span) -> str | None:
-    value = span.attributes.get(TOOL_NAME)
+    value = span.attributes.get(attrs.GEN_AI_TOOL_NAME)
     if value:
         return str(value)
-    if span.name.startswith("execute_tool "):
-        return span.name[len("execute_tool ") :]
+    if span.name.startswith(_TOOL_SPAN_PREFIX):
+        return span.name[len(_TOOL_SPAN_PREFIX) :]
     return None
 
 
 def conversation(span: Span) -> str | None:
-    value = span.attributes.get(CONVERSATION_ID)
+    value = span.attributes.get(attrs.GEN_AI_CONVERSATION_ID)
     return str(value) if value not in (None, "") else None
 
 
 def error_type(span: Span) -> str | None:
-    value = span.attributes.get(ERROR_TYPE)
+    value = span.attributes.get(attrs.ERROR_TYPE)
     return str(value) if value not in (None, "") else None
 
 
 def is_interrupted(span: Span) -> bool:
-    return span.attributes.get(INTERRUPTED) is True
+    return span.attributes.get(attrs.INTERRUPTED) is True
 
 
 def is_validation_error(span: Span) -> bool:
     return (
-        span.attributes.get(TOOL_OUTCOME) == "validation_error" or error_type(span) == VALIDATION_ERROR_TYPE
+        span.attributes.get(attrs.TOOL_OUTCOME) == attrs.TOOL_OUTCOME_VALIDATION_ERROR
+        or error_type(span) == attrs.TOOL_VALIDATION_ERROR_TYPE
     )
 
 
@@ -556,7 +550,7 @@ def json_safe(value: Any) -> Any:
         return [json_safe(v) for v in value]
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and value != value:  # NaN
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, ±Infinity: not JSON
         return None
     return value
 
@@ -572,11 +566,3 @@ def truncate(text: str, width: int | None, ellipsis: str = "…") -> str:
     if width is None or len(text) <= width:
         return text
     return text[: max(0, width - len(ellipsis))] + ellipsis
-
-
-def stdout() -> TextIO:
-    return sys.stdout
-
-
-def stderr() -> TextIO:
-    return sys.stderr

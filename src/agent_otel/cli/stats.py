@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from agent_otel.attributes import Category
 from agent_otel.cli import _common as c
 from agent_otel.jsonl.reader import ReadResult, Span
 
@@ -117,11 +118,11 @@ def compute(traces: list[c.Trace]) -> dict[str, Any]:
         agent_runs = 0
         for s in t.spans:
             cat = c.category(s)
-            if cat == "agent":
+            if cat == Category.AGENT:
                 agent_runs += 1
             if s.is_error or not s.finished:
                 cv["errors"] += 1
-            if cat == "llm":
+            if cat == Category.LLM:
                 agg = models.setdefault(c.model(s) or "(unknown model)", _Agg())
                 agg.add(s)
                 if s.is_error or not s.finished:
@@ -130,7 +131,7 @@ def compute(traces: list[c.Trace]) -> dict[str, Any]:
                 cv["llm_calls"] += 1
                 cv["input_tokens"] += tin or 0
                 cv["output_tokens"] += tout or 0
-            elif cat == "tool":
+            elif cat == Category.TOOL:
                 agg = tools.setdefault(c.tool_name(s) or s.name or "(unnamed tool)", _Agg())
                 agg.add(s)
                 if c.is_validation_error(s):

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from typing import Any, TextIO
 
+from agent_otel import attributes as attrs
+from agent_otel.attributes import Category
 from agent_otel.cli import _common as c
 from agent_otel.jsonl.reader import ReadResult, Span
 
@@ -95,10 +97,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 def _conversation_header(conv: str | None, traces: list[c.Trace]) -> tuple[str, str]:
     spans = [s for t in traces for s in t.spans]
-    llm = [s for s in spans if c.category(s) == "llm"]
+    llm = [s for s in spans if c.category(s) == Category.LLM]
     tin = sum(c.tokens(s)[0] or 0 for s in llm)
     tout = sum(c.tokens(s)[1] or 0 for s in llm)
-    turns = sum(1 for s in spans if c.category(s) == "agent") or len(traces)
+    turns = sum(1 for s in spans if c.category(s) == Category.AGENT) or len(traces)
     errors = sum(1 for s in spans if s.is_error and s.finished)
     unfinished = sum(1 for s in spans if not s.finished)
     parts = [
@@ -120,12 +122,12 @@ def _details(span: Span, sym: c.Symbols) -> list[tuple[str, tuple[str, ...]]]:
     parts: list[tuple[str, tuple[str, ...]]] = []
     cat = c.category(span)
     m = c.model(span)
-    if m and cat in ("llm", None):
+    if m and cat in (Category.LLM, None):
         parts.append((m, ("cyan",)))
     tin, tout = c.tokens(span)
     if tin is not None or tout is not None:
         parts.append((f"{c.fmt_int(tin)}{sym.arrow}{c.fmt_int(tout)} tok", ("dim",)))
-    if cat == "tool":
+    if cat == Category.TOOL:
         name = c.tool_name(span)
         if name and not span.name.endswith(name):
             parts.append((f"tool {name}", ()))
@@ -146,7 +148,7 @@ def error_text(span: Span) -> str:
     text = "ERROR" + (f" {et}" if et else "") + (f": {msg}" if msg else "")
     if c.is_interrupted(span):
         text += " (interrupted)"
-    elif c.is_validation_error(span) and et != c.VALIDATION_ERROR_TYPE:
+    elif c.is_validation_error(span) and et != attrs.TOOL_VALIDATION_ERROR_TYPE:
         text += " (validation error)"
     return text
 
