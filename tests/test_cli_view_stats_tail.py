@@ -386,3 +386,61 @@ def test_non_finite_token_counts_are_not_counted(tmp_path: Path, capsys: pytest.
                 json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     _, out, _ = run_cli(["stats", "--json", str(f)], capsys)
     assert json.loads(out)["models"][0]["input_tokens"] == 0
+
+
+def _synthetic_line(trace: int, span: int, parent: int | None, *, end: bool) -> bytes:
+    s = {
+        "traceId": f"{trace:032x}",
+        "spanId": f"{span:016x}",
+        "name": f"span {span}",
+        "startTimeUnixNano": str(1_700_000_000_000_000_000 + span),
+    }
+    if parent is not None:
+        s["parentSpanId"] = f"{parent:016x}"
+    if end:
+        s["endTimeUnixNano"] = str(1_700_000_000_000_000_000 + span + 10)
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [s]}]}]}).encode()
+
+
+def test_tail_memory_is_bounded_and_output_unchanged() -> None:
+    from agent_otel.cli import _common as c
+    from agent_otel.jsonl import reader
+
+    def run(remember: int) -> tuple[str, tail.Printer]:
+        out = Utf8IO()
+        printer = tail.Printer(
+            out, Utf8IO(), c.Filters(), as_json=False, style=c.Style(False), remember=remember
+        )
+        n = 1
+        for trace in range(1, 2001):  # a long-running tail: 2000 traces of root > child > grandchild
+            root, child, grandchild = n, n + 1, n + 2
+            n += 3
+            lines = [
+                _synthetic_line(trace, root, None, end=False),
+                _synthetic_line(trace, child, root, end=False),
+                _synthetic_line(trace, grandchild, child, end=False),
+                _synthetic_line(trace, grandchild, child, end=True),
+                _synthetic_line(trace, grandchild, child, end=True),  # a duplicate: not printed
+                _synthetic_line(trace, child, root, end=True),
+                _synthetic_line(trace, root, None, end=True),
+            ]
+            printer.handle([r for line in lines for r in reader.parse_line(line)])
+        return out.getvalue(), printer
+
+    unbounded, _ = run(10**9)
+    bounded, printer = run(50)
+    assert bounded == unbounded
+    assert len(unbounded.splitlines()) == 2000 * 6
+    assert re.search(r"^\S+     ▶ span 3$", unbounded, re.M)  # indented twice under its parents
+    assert max(len(printer.depth), len(printer.ended), len(printer.trace_conv)) <= 50
+    assert tail.Printer.REMEMBER >= 1000
+
+
+def test_tail_forgets_files_that_were_deleted(records: dict[str, Path], tmp_path: Path) -> None:
+    shutil.copy(records["killed"], tmp_path / "a.jsonl")
+    shutil.copy(records["killed"], tmp_path / "b.jsonl")
+    follower = tail.Follower(tmp_path, from_start=True)
+    assert len(follower.poll()[0]) == 8
+    (tmp_path / "a.jsonl").unlink()
+    follower.poll()
+    assert list(follower.cursors) == [tmp_path / "b.jsonl"]

@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -80,36 +81,83 @@ class Follower:
     def poll(self, *, final: bool = False) -> tuple[list[Record], list[CorruptLine]]:
         records: list[Record] = []
         corrupt: list[CorruptLine] = []
-        for f in self._files():
+        files = self._files()
+        for f in files:
             cur = self.cursors.get(f)
             if cur is None:
                 cur = self.cursors[f] = FileCursor(f)
             r, bad = cur.poll(final=final)
             records.extend(r)
             corrupt.extend(bad)
+        if len(self.cursors) > len(files):  # files deleted (or rotated away and removed): forget them
+            present = set(files)
+            self.cursors = {f: cur for f, cur in self.cursors.items() if f in present}
         return records, corrupt
 
 
+_MISSING = object()
+
+
+class Recent:
+    """A dict that keeps only its ``limit`` most recently used entries (set or read)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        self._data.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.limit:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 class Printer:
-    """Turns records into output lines, applying the filters; remembers parents and conversations."""
+    """Turns records into output lines, applying the filters; remembers parents and conversations.
+
+    What it remembers - each span's depth, each trace's conversation, which spans started and ended
+    (to drop duplicate records) - is kept for the ``remember`` most recently seen spans and traces only,
+    so a tail running for days does not grow. A span forgotten that way (more than ``remember`` other
+    spans went by since it was last seen) has its children printed unindented, and a duplicate of its
+    records printed again.
+    """
+
+    REMEMBER = 10_000
 
     def __init__(
-        self, out: TextIO, err: TextIO, filters: c.Filters, *, as_json: bool, style: c.Style
+        self,
+        out: TextIO,
+        err: TextIO,
+        filters: c.Filters,
+        *,
+        as_json: bool,
+        style: c.Style,
+        remember: int = REMEMBER,
     ) -> None:
         self.out, self.err, self.filters = out, err, filters
         self.as_json = as_json
         self.style = style
         self.sym = c.Symbols.for_stream(out)
-        self.depth: dict[str, int] = {}
-        self.trace_conv: dict[str, str] = {}
-        self.started: set[tuple[str, str]] = set()
-        self.ended: set[tuple[str, str]] = set()
+        self.depth = Recent(remember)  # span id -> depth
+        self.trace_conv = Recent(remember)  # trace id -> conversation id
+        self.ended = Recent(remember)  # (trace id, span id) -> True once its end was handled, else False
         self.printed = 0
 
     def _conv(self, span: Span) -> str | None:
         conv = c.conversation(span)
         if conv:
-            self.trace_conv.setdefault(span.trace_id, conv)
+            if self.trace_conv.get(span.trace_id) is None:
+                self.trace_conv[span.trace_id] = conv
             return conv
         return self.trace_conv.get(span.trace_id)
 
@@ -128,22 +176,23 @@ class Printer:
             span = reader.merge_records([rec])[0]
             self._conv(span)
             key = span.key
-            if span.parent_span_id is not None and span.parent_span_id in self.depth:
-                depth = self.depth[span.parent_span_id] + 1
-            else:
-                depth = 0
-            self.depth.setdefault(span.span_id, depth)
+            depth = self.depth.get(span.span_id)
+            if depth is None:
+                parent = self.depth.get(span.parent_span_id) if span.parent_span_id else None
+                depth = 0 if parent is None else parent + 1
+                self.depth[span.span_id] = depth
+            ended = self.ended.get(key)
             if rec.is_start:
-                if key in self.started or key in self.ended:
+                if ended is not None:  # started (or even ended) before
                     continue
-                self.started.add(key)
+                self.ended[key] = False
             else:
-                if key in self.ended:
+                if ended:
                     continue
-                self.ended.add(key)
+                self.ended[key] = True
             if not self._passes(span, not rec.is_start):
                 continue
-            self._print(span, "start" if rec.is_start else "end", self.depth[span.span_id])
+            self._print(span, "start" if rec.is_start else "end", depth)
         self.out.flush()
 
     def _print(self, span: Span, event: str, depth: int) -> None:
