@@ -471,6 +471,13 @@ def test_resolve_config() -> None:
     assert r(_ns(endpoint="localhost:4317"), {}).insecure is True
     with pytest.raises(export.ConfigError, match="http/json"):
         r(_ns(protocol="http/json"), {})
+    # the protocol variables are case-insensitive, as everywhere in agent-otel (config.otlp_protocol)
+    assert r(_ns(), {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "HTTP/Protobuf"}).protocol == "http/protobuf"
+    assert r(_ns(endpoint="h:4318/v1/traces"), {}).url == "http://h:4318/v1/traces"
+    with pytest.raises(export.ConfigError, match="invalid endpoint 'http://h:99999'"):
+        r(_ns(endpoint="http://h:99999"), {})
+    with pytest.raises(export.ConfigError, match="invalid endpoint"):
+        r(_ns(endpoint="http://h:port"), {})
     with pytest.raises(export.ConfigError, match="key=value"):
         export.parse_headers("novalue")
 
@@ -526,3 +533,21 @@ def test_progress_on_a_terminal(record_dir: Path, grpc_receiver: GrpcReceiver) -
     total = len(expected_ids(record_dir))
     assert f"] {total}/{total} spans  1 request" in err.getvalue() and "\r" in err.getvalue()
     assert f"exported {total} spans" in out.getvalue()
+
+
+def test_an_absurd_process_pid_is_not_a_running_process(
+    source_records: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process.pid beyond the platform's pid_t made os.kill raise OverflowError."""
+    lines = []
+    for line in source_records["killed"].read_bytes().splitlines():
+        doc = json.loads(line)
+        attrs = doc["resourceSpans"][0]["resource"]["attributes"]
+        attrs[:] = [kv for kv in attrs if kv["key"] not in ("process.pid", "host.name")]
+        attrs.append({"key": "process.pid", "value": {"intValue": str(2**62)}})
+        lines.append(json.dumps(doc) + "\n")
+    f = tmp_path / "agent-otel-x-20260101T000000-99999999999999999999-1.jsonl"
+    f.write_text("".join(lines))
+    assert export.writer_running(reader.read(f).unfinished[0]) is None
+    assert main(["export", str(f), "--dry-run", "--no-state"]) == 0
+    assert "would send 3 spans (2 recovered)" in capsys.readouterr().out

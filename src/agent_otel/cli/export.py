@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent_otel.attributes import START_RECORD
 from agent_otel.cli import _common as c
+from agent_otel.config import guess_otlp_protocol
 from agent_otel.jsonl import reader
 from agent_otel.jsonl.reader import Span
 
@@ -211,7 +213,7 @@ def _parse_timeout(text: str) -> float:
 def resolve_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ExportConfig:
     """Resolve the endpoint from flags, then the standard ``OTEL_EXPORTER_OTLP_*`` variables."""
     env = os.environ if environ is None else environ
-    protocol = getattr(args, "protocol", None) or _env(env, "PROTOCOL")
+    protocol = getattr(args, "protocol", None) or (_env(env, "PROTOCOL") or "").lower() or None
     endpoint = getattr(args, "endpoint", None)
     source = "flag"
     if not endpoint:
@@ -228,14 +230,15 @@ def resolve_config(args: argparse.Namespace, environ: Mapping[str, str] | None =
         endpoint = "http://" + endpoint
     else:
         scheme_less = None
-    parsed = urllib.parse.urlsplit(endpoint)
+    try:
+        parsed = urllib.parse.urlsplit(endpoint)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"invalid endpoint {endpoint!r}: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"invalid endpoint {endpoint!r}: expected http(s)://host:port")
     if protocol is None:
-        if parsed.port == 4318 or parsed.path.rstrip("/").endswith("/v1/traces"):
-            protocol = "http/protobuf"
-        else:
-            protocol = "grpc"
+        protocol = guess_otlp_protocol(endpoint)  # port 4318 or a /v1/traces path: http/protobuf
     if protocol == "http/json":
         raise ConfigError("protocol http/json is not supported by export: use http/protobuf or grpc")
     if protocol not in ("grpc", "http/protobuf"):
@@ -321,7 +324,7 @@ def _fill_value(target: Any, value: Mapping[str, Any] | None) -> None:
 def _fill_attributes(target: Any, attributes: Iterable[Mapping[str, Any]] | None) -> None:
     for kv in attributes or ():
         key = kv.get("key")
-        if key is None or key == reader.START_RECORD:
+        if key is None or key == START_RECORD:
             continue
         item = target.add()
         item.key = key
@@ -737,7 +740,7 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: a "pid" too large for the platform's pid_t
         return False
     return True
 
