@@ -359,6 +359,11 @@ def test_every_subcommand_help_reads_like_a_manual(command: str, capsys: pytest.
     assert "exit status" in out
 
 
+def test_main_without_a_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: agent-otel" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- odd values, long tails
 
 

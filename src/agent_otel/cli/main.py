@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from agent_otel.cli._common import EXIT_USAGE
+
 DESCRIPTION = """\
 agent-otel: OpenTelemetry for AI agents. Read, summarise, follow and replay the crash-safe JSONL
 record that agent-otel writes next to its OTLP export (one OTLP/JSON span per line, written when a
@@ -32,7 +34,7 @@ AGENT_OTEL_JSONL_DIR (default ./agent-otel-traces)."""
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available subcommand."""
-    from agent_otel.cli import export, stats, tail, view
+    from agent_otel.cli import demo, export, stats, tail, view
 
     parser = argparse.ArgumentParser(
         prog="agent-otel",
@@ -48,12 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         ver = "unknown"
     parser.add_argument("--version", action="version", version=f"agent-otel {ver}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    try:
-        from agent_otel.cli import demo
-    except ImportError:  # demo.py not there yet (or broken): the other commands still work
-        demo = None  # type: ignore[assignment]
-    if demo is not None:
-        demo.add_parser(sub)
+    demo.add_parser(sub)
     view.add_parser(sub)
     stats.add_parser(sub)
     tail.add_parser(sub)
@@ -68,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         return int(func(args) or 0)
     except KeyboardInterrupt:
