@@ -106,10 +106,12 @@ def otlp_span_exporter(environ: Any = None) -> Any:
     named = [_OTLP_EXPORTER_NAMES[n] for n in traces_exporter_names(env) if n in _OTLP_EXPORTER_NAMES]
     protocol = (named[0] if named else None) or otlp_protocol("traces", env)
     if protocol == OTLP_GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter()
 
 
 def _new_provider() -> TracerProvider:
