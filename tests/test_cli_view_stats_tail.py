@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,75 @@ def test_every_subcommand_help_reads_like_a_manual(command: str, capsys: pytest.
     assert f"usage: agent-otel {command}" in out
     assert "examples:" in out and f"agent-otel {command} " in out
     assert "exit status" in out
+
+
+# --------------------------------------------------------------------------------- PATH from settings
+
+
+@pytest.fixture
+def settings_env() -> Iterator[Callable[[dict[str, str]], None]]:
+    """Put settings read from the given variables in force (restored from the environment after)."""
+    from agent_otel import config
+
+    def use(env: dict[str, str]) -> None:
+        config.reload_settings(env)
+
+    yield use
+    config.reload_settings()
+
+
+@pytest.mark.parametrize("command", ["view", "stats", "tail", "export"])
+def test_path_defaults_to_the_record_agent_otel_writes(
+    command: str,
+    records: dict[str, Path],
+    tmp_path: Path,
+    settings_env: Callable[[dict[str, str]], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    extra = {"tail": ["--once"], "export": ["--dry-run", "--no-state"]}.get(command, [])
+    killed_text = {
+        "view": "conversation conv-killed",
+        "stats": "killed: 2 spans never ended",
+        "tail": "▶ invoke_agent researcher",
+        "export": "would send 3 spans (2 recovered)",
+    }[command]
+    real_text = "would send 13 spans (0 recovered)" if command == "export" else "weather-bot"
+    settings_env({"AGENT_OTEL_JSONL_DIR": str(records["killed"].parent)})
+    rc, out, err = run_cli([command, *extra], capsys)
+    assert rc == 0 and killed_text in out, err
+    # AGENT_OTEL_JSONL_FILE wins over the directory
+    settings_env(
+        {"AGENT_OTEL_JSONL_DIR": str(records["killed"].parent), "AGENT_OTEL_JSONL_FILE": str(records["real"])}
+    )
+    rc, out, err = run_cli([command, *extra], capsys)
+    assert rc == 0 and real_text in out and "researcher" not in out, err
+    # a default that does not exist says where it came from
+    settings_env({"AGENT_OTEL_JSONL_DIR": str(tmp_path / "none")})
+    rc, _, err = run_cli([command, *extra], capsys)
+    assert rc == 1
+    assert f"no such file or directory: {tmp_path / 'none'} (no PATH given: the default comes from " in err
+    assert "AGENT_OTEL_JSONL_DIR" in err
+    # an explicit PATH still wins
+    rc, out, _ = run_cli([command, str(records["killed"]), *extra], capsys)
+    assert rc == 0 and killed_text in out
+
+
+@pytest.mark.parametrize("command", ["view", "stats", "tail", "export"])
+def test_help_says_where_path_defaults_to(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"usage: agent-otel {command}" in out and "[PATH]" in out
+    assert "$AGENT_OTEL_JSONL_FILE when set, else $AGENT_OTEL_JSONL_DIR (default ./agent-otel-traces)" in out
+
+
+def test_console_script_reads_agent_otel_jsonl_dir(records: dict[str, Path], tmp_path: Path) -> None:
+    exe = _console_script()
+    env = {**os.environ, "NO_COLOR": "1", "AGENT_OTEL_JSONL_DIR": str(records["killed"].parent)}
+    env.pop("AGENT_OTEL_JSONL_FILE", None)
+    proc = subprocess.run([exe, "stats"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "killed: 2 spans never ended" in proc.stdout
 
 
 def test_main_without_a_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

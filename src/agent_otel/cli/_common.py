@@ -379,20 +379,58 @@ def _reparent(trace: Trace, kept: list[Span]) -> list[Node]:
 
 # ------------------------------------------------------------------------------------------ load/report
 
+PATH_HELP = (
+    "a record file or a directory of *.jsonl files; default: the record agent-otel writes, "
+    "$AGENT_OTEL_JSONL_FILE when set, else $AGENT_OTEL_JSONL_DIR (default ./agent-otel-traces)"
+)
 
-def load(path: str, err: TextIO, *, max_shown: int = 5) -> ReadResult | None:
-    """Read ``path`` and print problems to ``err``. ``None`` (message printed) when nothing was read."""
+
+def add_path_argument(parser: argparse.ArgumentParser) -> None:
+    """The optional PATH argument of view, stats, tail and export (see :func:`record_path`)."""
+    parser.add_argument("path", metavar="PATH", nargs="?", help=PATH_HELP)
+
+
+def record_path(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The record to read and, when PATH was not given, the setting it came from.
+
+    Without PATH: ``AGENT_OTEL_JSONL_FILE`` when set, else ``AGENT_OTEL_JSONL_DIR`` (default
+    ``agent-otel-traces``), as :func:`agent_otel.config.get_settings` reads them - where agent-otel
+    writes its record.
+    """
+    path = getattr(args, "path", None)
+    if path:
+        return path, None
+    from agent_otel.config import get_settings
+
+    settings = get_settings()
+    if settings.jsonl_file:
+        return settings.jsonl_file, "AGENT_OTEL_JSONL_FILE"
+    return settings.jsonl_dir, "AGENT_OTEL_JSONL_DIR"
+
+
+def path_note(source: str | None) -> str:
+    """`` (PATH not given: ...)`` for error messages about a defaulted path, else ``""``."""
+    if source is None:
+        return ""
+    return f" (no PATH given: the default comes from {source}, the record agent-otel writes)"
+
+
+def load(path: str, err: TextIO, *, max_shown: int = 5, source: str | None = None) -> ReadResult | None:
+    """Read ``path`` and print problems to ``err``. ``None`` (message printed) when nothing was read.
+
+    ``source`` names the setting ``path`` came from when the user gave no PATH (see :func:`record_path`).
+    """
     try:
         result = reader.read(path)
     except FileNotFoundError as exc:
-        print(f"agent-otel: error: {exc}", file=err)
+        print(f"agent-otel: error: {exc}{path_note(source)}", file=err)
         return None
     except OSError as exc:
         print(f"agent-otel: error: cannot read {path}: {exc}", file=err)
         return None
     report_corrupt(result, err, max_shown=max_shown)
     if not result.files:
-        print(f"agent-otel: error: no *.jsonl record files under {path}", file=err)
+        print(f"agent-otel: error: no *.jsonl record files under {path}{path_note(source)}", file=err)
         return None
     if not result.spans:
         what = "is empty" if not result.corrupt else "has no readable span records"

@@ -39,6 +39,8 @@ from agent_otel.jsonl.reader import Span
 DESCRIPTION = """\
 Replay a record to any OTLP endpoint - an OpenTelemetry Collector, Jaeger, Grafana Tempo - so a run
 that was never exported (no network, a dead collector, a killed process) shows up there whole.
+PATH is a record file or a directory of *.jsonl files; without it, the record agent-otel writes
+($AGENT_OTEL_JSONL_FILE when set, else $AGENT_OTEL_JSONL_DIR, default ./agent-otel-traces) is sent.
 
   * complete spans are sent as they were recorded (the agent_otel.start_record marker never leaves);
   * spans that never ended because their process was killed are sent as recovered spans: status ERROR,
@@ -69,6 +71,7 @@ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as is."""
 EPILOG = """\
 examples:
   agent-otel export agent-otel-traces/ --endpoint http://localhost:4317
+  agent-otel export                                    $AGENT_OTEL_JSONL_DIR (or _FILE) to the OTEL_* endpoint
   agent-otel export run.jsonl --endpoint http://localhost:4318 --protocol http/protobuf
   OTEL_EXPORTER_OTLP_ENDPOINT=https://otlp.example.com OTEL_EXPORTER_OTLP_HEADERS=x-api-key=secret \\
       OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf agent-otel export traces/
@@ -102,7 +105,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="a record file or a directory of *.jsonl files")
+    c.add_path_argument(p)
     t = p.add_argument_group("endpoint")
     t.add_argument("--endpoint", metavar="URL", help="OTLP endpoint, e.g. http://localhost:4317")
     t.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="OTLP transport")
@@ -871,15 +874,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except ConfigError as exc:
         print(f"agent-otel: error: {exc}", file=err)
         return c.EXIT_USAGE
-    result = c.load(args.path, err)
+    path, source = c.record_path(args)
+    result = c.load(path, err, source=source)
     if result is None:
         return c.EXIT_FAILURE
     filters = c.Filters.from_args(args)
     spans = [s for t in filters.select(c.build_traces(result.spans)) for s in t.spans]
     try:
-        state_path = (
-            None if args.no_state else Path(args.state) if args.state else default_state_path(args.path)
-        )
+        state_path = None if args.no_state else Path(args.state) if args.state else default_state_path(path)
         state = ExportState(state_path)
     except StateError as exc:
         print(f"agent-otel: error: {exc}", file=err)

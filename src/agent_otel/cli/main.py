@@ -22,14 +22,15 @@ span starts and again when it ends, so a killed run still leaves its open spans 
 EPILOG = """\
 commands in short:
   agent-otel demo                             run an offline demo agent and show its record
-  agent-otel view agent-otel-traces/          conversations > turns > span trees
-  agent-otel stats agent-otel-traces/         tokens, latency, errors per model / tool / conversation
-  agent-otel tail agent-otel-traces/          follow live runs
-  agent-otel export agent-otel-traces/ --endpoint http://localhost:4317
+  agent-otel view [PATH]                      conversations > turns > span trees
+  agent-otel stats [PATH]                     tokens, latency, errors per model / tool / conversation
+  agent-otel tail [PATH]                      follow live runs
+  agent-otel export [PATH] --endpoint http://localhost:4317
                                               replay to Jaeger/Tempo/a Collector (OTLP gRPC or HTTP)
 
-Run `agent-otel COMMAND --help` for each command's manual. Records are found under
-AGENT_OTEL_JSONL_DIR (default ./agent-otel-traces)."""
+PATH is a record file or a directory of *.jsonl files. Without it, the commands read the record
+agent-otel writes: $AGENT_OTEL_JSONL_FILE when set, else $AGENT_OTEL_JSONL_DIR (default
+./agent-otel-traces). Run `agent-otel COMMAND --help` for each command's manual."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,12 +28,15 @@ Summarise a record: what the agents cost and where they failed.
   interrupted    runs ended by Ctrl-C/SIGTERM/exit (agent_otel.interrupted) and runs whose process was
                  killed (spans that never ended), with the time their run was last seen
 
-PATH is a record file or a directory of *.jsonl files. The filters are those of `agent-otel view`:
+PATH is a record file or a directory of *.jsonl files; without it, the record agent-otel writes
+($AGENT_OTEL_JSONL_FILE when set, else $AGENT_OTEL_JSONL_DIR, default ./agent-otel-traces) is read.
+The filters are those of `agent-otel view`:
 --category keeps only the spans of those categories, the others choose whole traces.
 Percentiles interpolate linearly between the two nearest samples."""
 
 EPILOG = """\
 examples:
+  agent-otel stats                                the record in $AGENT_OTEL_JSONL_DIR (or _FILE)
   agent-otel stats agent-otel-traces/
   agent-otel stats traces/ --since 24h
   agent-otel stats traces/ --conversation chat-42
@@ -50,7 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="a record file or a directory of *.jsonl files")
+    c.add_path_argument(p)
     c.add_filter_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print JSON")
@@ -202,7 +205,8 @@ def compute(traces: list[c.Trace]) -> dict[str, Any]:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    result = c.load(args.path, err)
+    path, source = c.record_path(args)
+    result = c.load(path, err, source=source)
     if result is None:
         return c.EXIT_FAILURE
     traces = c.Filters.from_args(args).select(c.build_traces(result.spans))

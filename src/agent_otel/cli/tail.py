@@ -22,6 +22,9 @@ and print each span when it starts (▶) and when it ends (✓ ok, ✗ error) wi
 tokens and error - indented under its parent. The record is polled (--interval); a line still being
 written is printed once it is complete. Ctrl-C stops.
 
+Without PATH, the record agent-otel writes is followed: $AGENT_OTEL_JSONL_FILE when set, else
+$AGENT_OTEL_JSONL_DIR (default ./agent-otel-traces).
+
 By default only what is written from now on is shown; --from-start first replays what is already
 there. --once prints what is there and exits; --timeout stops after that many seconds.
 The filters are those of `agent-otel view`, applied to each span: --errors shows only spans that
@@ -29,6 +32,7 @@ ended with an error, --conversation matches spans of a trace seen with that conv
 
 EPILOG = """\
 examples:
+  agent-otel tail                                    follow $AGENT_OTEL_JSONL_DIR (or _FILE)
   agent-otel tail agent-otel-traces/                 follow every process writing there
   agent-otel tail agent-otel-traces/ --category llm  only LLM calls
   agent-otel tail run.jsonl --from-start --errors    replay, then follow, errors only
@@ -45,7 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="a record file or a directory of *.jsonl files")
+    c.add_path_argument(p)
     c.add_filter_arguments(p)
     f = p.add_argument_group("following")
     f.add_argument("--from-start", action="store_true", help="first show what the files already hold")
@@ -243,12 +247,14 @@ def run(
     err: TextIO | None = None,
     stop: threading.Event | None = None,
 ) -> int:
-    """Follow ``args.path`` until Ctrl-C, ``--once``, ``--timeout`` or (for embedding) ``stop`` is set."""
+    """Follow ``args.path`` (default: see :func:`_common.record_path`) until Ctrl-C, ``--once``,
+    ``--timeout`` or (for embedding) ``stop`` is set."""
     out = out or sys.stdout
     err = err or sys.stderr
-    path = Path(args.path)
+    name, source = c.record_path(args)
+    path = Path(name)
     if not path.exists():
-        print(f"agent-otel: error: no such file or directory: {path}", file=err)
+        print(f"agent-otel: error: no such file or directory: {path}{c.path_note(source)}", file=err)
         return c.EXIT_FAILURE
     if args.interval <= 0:
         print("agent-otel: error: --interval must be positive", file=err)

@@ -22,7 +22,9 @@ Show the local record as a trajectory: conversations, their turns (one trace per
 turn's span tree - agent runs, workflow/graph nodes, LLM calls and tool calls - with duration, model,
 token counts, tool names and status.
 
-PATH is a record file or a directory (every *.jsonl below it is read, e.g. ./agent-otel-traces).
+PATH is a record file or a directory (every *.jsonl below it is read). Without PATH, the record
+agent-otel writes is read: $AGENT_OTEL_JSONL_FILE when set, else $AGENT_OTEL_JSONL_DIR
+(default ./agent-otel-traces).
 Spans whose process was killed before they ended are shown with "never ended (process killed?)" and a
 lower bound on their duration (up to the last record of their run). Unreadable lines (a torn last line
 after a crash, a corrupt line) are skipped with a warning on stderr.
@@ -32,6 +34,7 @@ Colour and truncation to the terminal width are used only when stdout is a termi
 
 EPILOG = """\
 examples:
+  agent-otel view                                       the record in $AGENT_OTEL_JSONL_DIR (or _FILE)
   agent-otel view agent-otel-traces/                    every conversation and turn
   agent-otel view run.jsonl --errors                    only turns with an error or a killed span
   agent-otel view traces/ -c chat-42 --since 2h         one conversation, last two hours
@@ -51,7 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", metavar="PATH", help="a record file or a directory of *.jsonl files")
+    c.add_path_argument(p)
     c.add_filter_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print JSON (conversations > traces > span trees)")
@@ -68,7 +71,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    result = c.load(args.path, err)
+    path, source = c.record_path(args)
+    result = c.load(path, err, source=source)
     if result is None:
         return c.EXIT_FAILURE
     filters = c.Filters.from_args(args)
