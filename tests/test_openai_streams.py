@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sys
 from typing import Any
 
 import openai
@@ -24,6 +25,8 @@ from _sdk_fakes import (
 from agent_otel import attributes as attrs
 from agent_otel import spans
 from agent_otel.fakes.openai_server import Reply, Usage
+from agent_otel.instrumentation import _genai_metrics
+from agent_otel.instrumentation._streams import AsyncStreamProxy, SyncStreamProxy
 
 __all__ = ["_openai_server", "openai_rig"]
 
@@ -229,3 +232,38 @@ async def test_cancelled_consumer_marks_the_span_interrupted(openai_rig: Rig) ->
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes[attrs.ERROR_TYPE] == "CancelledError"
     assert span.attributes[attrs.INTERRUPTED] is True
+
+
+class _InterruptedObserver:
+    """An observer whose end is hit by a Ctrl-C (KeyboardInterrupt is not an Exception)."""
+
+    def on_chunk(self, chunk: Any) -> None:
+        pass
+
+    def on_end(self, error: BaseException | None) -> None:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("proxy_cls", [SyncStreamProxy, AsyncStreamProxy])
+def test_a_finalizer_never_raises(proxy_cls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    proxy = proxy_cls(iter([1, 2]), _InterruptedObserver())
+    del proxy
+    gc.collect()
+    assert unraisable == []
+
+
+def test_a_stream_ended_by_the_garbage_collector_records_its_metrics_after(openai_rig: Rig) -> None:
+    client = openai_client(openai_rig)
+    stream = _stream(client)
+    next(stream)
+    cycle: list[Any] = [stream]
+    cycle.append(cycle)  # only the cycle collector can free the stream now
+    del stream, cycle
+    gc.collect()
+    assert len(openai_rig.llm_spans()) == 1  # the finalizer ended the span
+    # ... but did not record into the metrics SDK, whose locks the collector may have interrupted.
+    assert openai_rig.points(_genai_metrics.OPERATION_DURATION) == []
+    client.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
+    assert sum(p.count for p in openai_rig.points(_genai_metrics.OPERATION_DURATION)) == 2

@@ -19,15 +19,14 @@ the chunks, the return values and the exceptions the caller sees are the stream'
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Protocol
 
 import wrapt
 
-_logger = logging.getLogger(__name__)
+from agent_otel.spans import _INTERRUPTIONS
 
-_INTERRUPTIONS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+_logger = logging.getLogger(__name__)
 
 
 class StreamObserver(Protocol):
@@ -53,7 +52,10 @@ def exit_error(exc: BaseException | None) -> BaseException | None:
 
 
 class _End:
-    """Reports the end of one stream exactly once. Shared by a proxy and its chunk generator (no cycle)."""
+    """Reports the end of one stream exactly once: the one "finished" flag of a stream proxy.
+
+    Shared by a sync proxy and its chunk generator (no cycle).
+    """
 
     __slots__ = ("done", "observer")
 
@@ -128,10 +130,7 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_end(exit_error(exc))
 
     def __del__(self) -> None:
-        try:
-            self._self_end(None)
-        except Exception:  # interpreter shutdown: nothing useful left to do
-            pass
+        _finalize(self, "_self_end")
 
 
 class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
@@ -139,15 +138,8 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)
-        self._self_observer = observer
+        self._self_finish = _End(observer)
         self._self_on_chunk = observer.on_chunk
-        self._self_done = False
-
-    def _self_finish(self, error: BaseException | None) -> None:
-        if self._self_done:
-            return
-        self._self_done = True
-        _report_end(self._self_observer, error)
 
     def __aiter__(self) -> AsyncStreamProxy:
         return self
@@ -161,7 +153,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         except BaseException as exc:
             self._self_finish(exc)
             raise
-        if not self._self_done:
+        if not self._self_finish.done:
             try:
                 self._self_on_chunk(chunk)
             except Exception:
@@ -192,8 +184,18 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_finish(exit_error(exc))
 
     def __del__(self) -> None:
-        try:
-            if not self._self_done:
-                self._self_finish(None)
-        except Exception:
-            pass
+        _finalize(self, "_self_finish")
+
+
+def _finalize(proxy: Any, slot: str) -> None:
+    """``__del__`` of a proxy: report the end if nothing did. Never raises (a finalizer has no caller).
+
+    What it runs takes no lock of ours; metrics recorded during a garbage collection are deferred (see
+    ``_genai_metrics``). At interpreter shutdown the slot may already be gone: nothing left to do then.
+    """
+    try:
+        end = getattr(proxy, slot)
+        if not end.done:
+            end(None)
+    except BaseException:  # a finalizer must not raise, whatever happened
+        pass
