@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind
 
 from agent_otel import config, spans
 from agent_otel.instrumentation import openai as oa_instrumentation
+from agent_otel.instrumentation._call import sync_wrapper
 
 BUDGET_PLAIN_US = 35.0
 BUDGET_STREAM_US = 50.0
@@ -226,7 +227,7 @@ def isolated(
     )
     oa_instrumentation.uninstrument()
     spans.set_tracer_provider(provider)
-    wrapper = oa_instrumentation._sync_wrapper(oa_instrumentation._start_chat)
+    wrapper = sync_wrapper(oa_instrumentation._start_chat)
     resource = client.chat.completions
     plain_kwargs = {
         "model": "gpt-4o-mini",

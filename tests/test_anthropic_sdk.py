@@ -25,7 +25,7 @@ from _sdk_fakes import (
 from agent_otel import attributes as attrs
 from agent_otel import config, spans
 from agent_otel.fakes.anthropic_server import Reply, Usage
-from agent_otel.instrumentation import _genai_metrics
+from agent_otel.instrumentation import _call, _genai_metrics
 from agent_otel.instrumentation import anthropic as instrumentation
 
 __all__ = ["_anthropic_server", "anthropic_rig", "global_tracer_provider"]
@@ -331,3 +331,24 @@ def test_uninstrument_restores_the_originals(anthropic_rig: Rig, global_tracer_p
     assert not isinstance(base.start_api_call_span, wrapt.FunctionWrapper)
     _create(anthropic_client(anthropic_rig))
     assert [s.instrumentation_scope.name for s in anthropic_rig.spans()] == [SDK_SCOPE]  # the SDK's own again
+
+
+def test_both_sdk_layers_share_one_implementation(anthropic_rig: Rig) -> None:
+    """openai and anthropic differ only in what they extract: server lookup and call wrappers are shared."""
+    import openai.resources.chat.completions.completions as chat
+
+    from agent_otel.instrumentation import openai as oa
+
+    assert oa.instrument()
+    try:
+        assert oa._server_of.__code__ is instrumentation._server_of.__code__
+        for sync, asynchronous in (
+            (chat.Completions.create, chat.AsyncCompletions.create),
+            (anthropic.resources.messages.Messages.create, anthropic.resources.messages.AsyncMessages.create),
+        ):
+            assert sync._self_wrapper.__code__ is _call.sync_wrapper(None).__code__
+            assert asynchronous._self_wrapper.__code__ is _call.async_wrapper(None).__code__
+    finally:
+        oa.uninstrument()
+    for module in (oa, instrumentation):
+        assert not hasattr(module, "_SERVER_CACHE") and not hasattr(module, "_is_raw")

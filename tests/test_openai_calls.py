@@ -25,6 +25,7 @@ from _sdk_fakes import (
 from agent_otel import attributes as attrs
 from agent_otel import content, spans
 from agent_otel.fakes.openai_server import Reply, Usage
+from agent_otel.instrumentation import _genai_metrics
 
 __all__ = ["_openai_server", "openai_rig"]
 
@@ -316,9 +317,21 @@ def test_one_span_not_two_inside_an_active_llm_handle(openai_rig: Rig) -> None:
     a = span.attributes
     assert a[attrs.GEN_AI_RESPONSE_ID] == result.id and a[attrs.SERVER_ADDRESS] == "127.0.0.1"
     assert a[attrs.GEN_AI_REQUEST_TEMPERATURE] == 0.4 and a[attrs.GEN_AI_USAGE_INPUT_TOKENS] == 1
-    assert (
-        openai_rig.points("gen_ai.client.operation.duration") == []
-    )  # the owner of the span records metrics
+    # A manual LLM span records no metrics and claims no call: the SDK call records its one point.
+    (point,) = openai_rig.points(_genai_metrics.OPERATION_DURATION)
+    assert point.count == 1 and point.attributes[attrs.SERVER_ADDRESS] == "127.0.0.1"
+
+
+def test_merged_call_fills_but_never_overwrites_the_owners_attributes(openai_rig: Rig) -> None:
+    client = openai_client(openai_rig)
+    outer = spans.start_llm(model="gpt-4o-mini", provider="openai")
+    outer.set_attribute(attrs.GEN_AI_RESPONSE_MODEL, "owner-model")
+    with outer.activate():
+        result = client.chat.completions.create(model="gpt-4o-mini", messages=user("hi"))
+    outer.end()
+    a = openai_rig.one_llm().attributes
+    assert a[attrs.GEN_AI_RESPONSE_MODEL] == "owner-model"  # the owner's value stands
+    assert a[attrs.GEN_AI_RESPONSE_ID] == result.id  # what the owner lacked is filled
 
 
 def _azure_handler(request: httpx2.Request) -> httpx2.Response:

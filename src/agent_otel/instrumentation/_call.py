@@ -1,4 +1,4 @@
-"""The lifecycle of one instrumented SDK call (shared by the openai and anthropic instrumentations).
+"""The lifecycle of one instrumented model call (shared by the openai, anthropic and LangChain layers).
 
 An :class:`LLMCall` owns the span handle of one model call from the moment the wrapper starts it until it
 ends — exactly once — on the first of: the call raising (:meth:`LLMCall.fail`), a non-streamed result
@@ -6,6 +6,15 @@ ends — exactly once — on the first of: the call raising (:meth:`LLMCall.fail
 observer), or, for a raw response whose body is read later, the caller parsing/closing/dropping it.
 Subclasses only extract data (``extract_response``, ``observe_chunk``, ``complete_stream``); everything
 they do runs guarded, and nothing here touches the caller's return value or exception.
+
+Layers: a call that other instrumented calls may run inside (LangChain's chat model call, over the openai
+SDK) *claims* the model call (:meth:`LLMCall.claim`): a call started beneath it (:func:`active_call`)
+merges its span data into the owner's span (the span factory's one-LLM-span rule), leaves content capture
+and the ``gen_ai.client.*`` metrics to the owner, and hands it what only it knows (server address and
+port; response model and tokens if the owner lacks them) when it ends. So one model call is one span and
+one metric record.
+
+:func:`sync_wrapper` / :func:`async_wrapper` are the ``wrapt`` wrappers every layer uses around the call.
 
 ``error.type`` of a failed call: the HTTP status code as a string (``"429"``, ``"500"``) for an API error
 that has one — the same low-cardinality value for both providers — otherwise the exception's class name
@@ -18,10 +27,11 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import wrapt
+from opentelemetry import context as context_api
 
 from agent_otel import attributes as attrs
 from agent_otel import spans
@@ -32,7 +42,9 @@ from agent_otel.spans import SpanHandle
 
 _logger = logging.getLogger(__name__)
 
-_perf_ns = time.perf_counter_ns
+_perf_ns = time.perf_counter_ns  # the one clock of call durations and time to first chunk
+
+_CALL_KEY = context_api.create_key("agent_otel.llm_call")
 
 
 def error_type_for(exc: BaseException) -> str:
@@ -48,6 +60,7 @@ class LLMCall:
 
     __slots__ = (
         "capture",
+        "context",
         "ended",
         "first_chunk_ns",
         "handle",
@@ -55,6 +68,7 @@ class LLMCall:
         "metrics",
         "operation",
         "output_tokens",
+        "owner",
         "pending",
         "plain",
         "provider",
@@ -77,8 +91,11 @@ class LLMCall:
         server_port: int | None,
         capture: bool,
         plain: bool = False,
+        owner: LLMCall | None = None,
     ) -> None:
         self.handle = handle
+        self.context: context_api.Context | None = handle.context  # attached while the call runs
+        self.owner = owner
         self.plain = plain
         self.metrics = metrics
         self.operation = operation
@@ -94,6 +111,23 @@ class LLMCall:
         self.output_tokens: int | None = None
         self.pending: dict[str, Any] = {}
         self.ended = False
+
+    # -- layers ---------------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Own this model call for the layers beneath (see the module docstring): mark :attr:`context`."""
+        self.context = context_api.set_value(_CALL_KEY, self, self.handle.context)
+
+    def absorb(self, inner: LLMCall) -> None:
+        """A call of a layer beneath ended: take what this call lacks for its metrics."""
+        if self.server_address is None:
+            self.server_address = inner.server_address
+            self.server_port = inner.server_port
+        if self.response_model is None:
+            self.response_model = inner.response_model
+        if self.input_tokens is None:
+            self.input_tokens = inner.input_tokens
+        if self.output_tokens is None:
+            self.output_tokens = inner.output_tokens
 
     # -- attributes -----------------------------------------------------------------------------
     def put(self, key: str, value: Any) -> None:
@@ -222,16 +256,17 @@ class LLMCall:
         ttfc = None
         handle = self.handle
         pending = self.pending
+        self.context = None  # a claimed call's context holds the call itself: no cycle left behind
         if self.first_chunk_ns is not None:
             ttfc = (self.first_chunk_ns - self.start_ns) / 1e9
             pending[attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
-        if pending and handle.recording:
-            try:
-                handle.span.set_attributes(pending)  # one SDK call for all of them
-            except Exception:
-                _logger.debug("agent-otel: could not set the response attributes", exc_info=True)
+        if pending:
+            # One SDK call for an owned span; on a merged handle, only the keys the owner's span lacks.
+            handle.set_attributes(pending)
         handle.end()
-        if self.metrics is not None and handle.owned:
+        if self.owner is not None:
+            self.owner.absorb(self)
+        elif self.metrics is not None:
             self.metrics.record(
                 operation=self.operation,
                 provider=self.provider,
@@ -337,7 +372,7 @@ class RawResponseProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __del__(self) -> None:
         try:
             self._self_call.end_unfinished()
-        except Exception:
+        except BaseException:  # a finalizer must not raise (see _streams._finalize)
             pass
 
 
@@ -364,3 +399,121 @@ def retry_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     """``wrapt`` wrapper for an SDK client's ``_sleep_for_retry`` (sync or async): see :func:`note_retry`."""
     note_retry(kwargs)
     return wrapped(*args, **kwargs)
+
+
+def active_call(ctx: context_api.Context | None = None) -> LLMCall | None:
+    """The call that claimed the model call running in ``ctx`` (default: current context), if not ended."""
+    call = context_api.get_value(_CALL_KEY, ctx)
+    if call is not None and not call.ended:
+        return call  # type: ignore[no-any-return]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# What the SDK layers share
+
+
+def server_resolver(
+    provider_of: Callable[[Any, str | None], str],
+) -> Callable[[Any], tuple[str | None, int | None, str]]:
+    """A ``server_of(client) -> (server.address, server.port, provider)`` for one SDK, cached per
+    ``base_url`` object. ``provider_of(client, host)`` names the provider of a client it has not seen."""
+    cache: dict[int, tuple[Any, str | None, int | None, str]] = {}
+
+    def server_of(client: Any) -> tuple[str | None, int | None, str]:
+        url = getattr(client, "_base_url", None)
+        if url is None:
+            url = client.base_url
+        entry = cache.get(id(url))
+        if entry is not None and entry[0] is url:
+            return entry[1], entry[2], entry[3]
+        host = url.host or None
+        port = url.port or (443 if url.scheme == "https" else 80)
+        provider = provider_of(client, host)
+        if len(cache) > 256:
+            cache.clear()
+        cache[id(url)] = (url, host, port, provider)  # holds url: its id cannot be reused while cached
+        return host, port, provider
+
+    return server_of
+
+
+RAW_RESPONSE_HEADER = "x-stainless-raw-response"
+
+
+def is_raw(kwargs: Mapping[str, Any]) -> bool:
+    """Whether an SDK call goes through ``with_raw_response`` / ``with_streaming_response`` (SDK header)."""
+    headers = kwargs.get("extra_headers")
+    if not headers:
+        return False
+    try:
+        return any(str(k).lower() == RAW_RESPONSE_HEADER for k in headers)
+    except Exception:
+        return False
+
+
+Starter = Callable[[Any, Any, Any], "LLMCall | None"]
+"""``start(instance, args, kwargs)``: the call to trace, or None. May raise (the wrapper guards it)."""
+
+
+def begin(start: Starter, instance: Any, args: Any, kwargs: Any) -> LLMCall | None:
+    """``start(...)``, guarded: a failure to start leaves the call untraced (debug log), never failed."""
+    try:
+        return start(instance, args, kwargs)
+    except Exception:
+        _logger.debug("agent-otel: could not start the LLM span; call not traced", exc_info=True)
+        return None
+
+
+def sync_wrapper(start: Starter) -> Callable[..., Any]:
+    """A ``wrapt`` wrapper: the call runs with :attr:`LLMCall.context` attached and is finished or failed.
+
+    The user's call runs exactly once, outside any guard; its value (see :meth:`LLMCall.finish`) and its
+    exception reach the caller unchanged.
+    """
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        try:  # == begin(...), inline: this is the hot path of every call
+            call = start(instance, args, kwargs)
+        except Exception:
+            _logger.debug("agent-otel: could not start the LLM span; call not traced", exc_info=True)
+            call = None
+        if call is None:
+            return wrapped(*args, **kwargs)
+        # Equivalent to ``with handle.activate():`` (marks the LLM call active), without the
+        # generator-based context manager on the hot path.
+        token = context_api.attach(call.context)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            context_api.detach(token)
+        return call.finish(result)
+
+    return wrapper
+
+
+def async_wrapper(start: Starter) -> Callable[..., Any]:
+    """The async twin of :func:`sync_wrapper` (the wrapped method is a coroutine function)."""
+
+    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            call = start(instance, args, kwargs)
+        except Exception:
+            _logger.debug("agent-otel: could not start the LLM span; call not traced", exc_info=True)
+            call = None
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = context_api.attach(call.context)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            context_api.detach(token)
+        return call.finish(result)
+
+    return wrapper

@@ -1,8 +1,9 @@
-"""Version gating and method patching for the SDK instrumentations (openai, anthropic).
+"""Version gating and method patching for every instrumentation (openai, anthropic, LangChain, LangGraph).
 
-``supported`` answers "is the SDK installed and recent enough" without importing it; ``patch_all`` wraps a
-list of ``(module, "Class.method", wrapper)`` targets with ``wrapt`` — a target the installed version does
+``supported`` answers "is the library installed and recent enough" without importing it; ``patch_all`` wraps
+a list of ``(module, "Class.method", wrapper)`` targets with ``wrapt`` — a target the installed version does
 not have is skipped with a debug log — and returns what it patched, which ``unpatch_all`` restores.
+``replace_all`` does the same with plain functions, for the few methods a ``wrapt`` proxy cannot stand in for.
 """
 
 from __future__ import annotations
@@ -57,18 +58,23 @@ def supported(package: str, minimum: tuple[int, ...]) -> bool:
     return True
 
 
+def _resolve(module_name: str, path: str) -> Patched:
+    """(owner, attribute) of ``module_name`` + ``"Class.method"`` (or ``"function"``); raises if absent."""
+    owner_path, _, attribute = path.rpartition(".")
+    owner: Any = importlib.import_module(module_name)
+    for name in owner_path.split(".") if owner_path else ():
+        owner = getattr(owner, name)
+    if getattr(owner, attribute, None) is None:
+        raise AttributeError(path)
+    return owner, attribute
+
+
 def patch_all(targets: Iterable[tuple[str, str, Callable[..., Any]]]) -> list[Patched]:
     """Wrap each ``(module, "Class.method", wrapper)``; skip (debug log) the ones that do not exist."""
     patched: list[Patched] = []
     for module_name, path, wrapper in targets:
         try:
-            module = importlib.import_module(module_name)
-            owner_path, _, attribute = path.rpartition(".")
-            owner: Any = module
-            for name in owner_path.split(".") if owner_path else ():
-                owner = getattr(owner, name)
-            if not hasattr(owner, attribute):
-                raise AttributeError(path)
+            owner, attribute = _resolve(module_name, path)
             wrapt.wrap_function_wrapper(owner, attribute, wrapper)
             patched.append((owner, attribute))
         except Exception:
@@ -76,10 +82,39 @@ def patch_all(targets: Iterable[tuple[str, str, Callable[..., Any]]]) -> list[Pa
     return patched
 
 
+def replace_all(
+    targets: Iterable[tuple[str, str, Callable[[Callable[..., Any]], Callable[..., Any]]]],
+) -> list[Patched]:
+    """Replace each ``(module, "Class.method", make)`` by ``make(original)``, a plain function.
+
+    For methods handed to code that inspects them (``ExitStack.push`` takes a ``wrapt`` proxy, which
+    forwards ``__exit__``, for a context manager). ``unpatch_all`` restores the original. Only attributes
+    the class defines itself are replaced.
+    """
+    patched: list[Patched] = []
+    for module_name, path, make in targets:
+        try:
+            owner, attribute = _resolve(module_name, path)
+            original = vars(owner)[attribute]
+            if not callable(original):
+                raise TypeError(f"{path} is not a function")
+            replacement = make(original)
+            replacement.__agent_otel_original__ = original  # type: ignore[attr-defined]
+            setattr(owner, attribute, replacement)
+            patched.append((owner, attribute))
+        except Exception:
+            _logger.debug("agent-otel: cannot replace %s.%s; skipped", module_name, path, exc_info=True)
+    return patched
+
+
 def unpatch_all(patched: Iterable[Patched]) -> None:
-    """Restore the originals of what ``patch_all`` returned. Never raises."""
+    """Restore the originals of what ``patch_all`` / ``replace_all`` returned. Never raises."""
     for owner, attribute in patched:
         try:
-            unwrap(owner, attribute)
+            original = getattr(vars(owner).get(attribute), "__agent_otel_original__", None)
+            if original is not None:
+                setattr(owner, attribute, original)
+            else:
+                unwrap(owner, attribute)
         except Exception:
             _logger.debug("agent-otel: cannot unpatch %r.%s", owner, attribute, exc_info=True)

@@ -35,12 +35,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from typing import Any
 
 import wrapt
 from opentelemetry import context as context_api
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GenAiProviderNameValues
 from opentelemetry.trace import INVALID_SPAN, TracerProvider
 
 from agent_otel import attributes as attrs
@@ -49,8 +49,17 @@ from agent_otel.attributes import Category, Operation
 from agent_otel.config import get_settings
 from agent_otel.context import current_session
 from agent_otel.instrumentation import _patching
-from agent_otel.instrumentation._call import LLMCall, retry_wrapper
-from agent_otel.instrumentation._genai_metrics import GenAIMetrics
+from agent_otel.instrumentation._call import (
+    LLMCall,
+    active_call,
+    async_wrapper,
+    begin,
+    is_raw,
+    retry_wrapper,
+    server_resolver,
+    sync_wrapper,
+)
+from agent_otel.instrumentation._genai_metrics import GenAIMetrics, metrics_for
 from agent_otel.instrumentation._messages import (
     anthropic_input,
     anthropic_output,
@@ -66,8 +75,7 @@ _logger = logging.getLogger(__name__)
 
 PACKAGE = "anthropic"
 MIN_VERSION = (0, 40, 0)
-TESTED_VERSIONS = "2.12"
-PROVIDER = "anthropic"
+PROVIDER: str = GenAiProviderNameValues.ANTHROPIC.value
 
 _MESSAGES_MODULE = "anthropic.resources.messages.messages"
 _BETA_MESSAGES_MODULE = "anthropic.resources.beta.messages.messages"
@@ -80,9 +88,10 @@ _PARAMS: tuple[tuple[str, str], ...] = (
     ("top_k", attrs.GEN_AI_REQUEST_TOP_K),
 )
 
-# The SDK-span plan of the call in flight (a ContextVar: the SDK's hook runs inside the call).
+# The SDK-span plan of the call in flight, in the context attached around the call (the SDK's hook runs
+# inside it): _SUPPRESS, or the attributes to start the adopted SDK span with.
 _SUPPRESS: Mapping[str, Any] = {}
-_SDK_PLAN: ContextVar[Mapping[str, Any] | None] = ContextVar("agent_otel_anthropic_sdk_plan", default=None)
+_SDK_PLAN = context_api.create_key("agent_otel.anthropic.sdk_plan")
 
 _SDK_OFF, _SDK_DEFAULT, _SDK_EXPLICIT = 0, 1, 2
 _SDK_ENV = (
@@ -125,7 +134,7 @@ def _sdk_tracing(client: Any) -> int:
 
 def _sdk_span_hook(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     """Wraps the SDK's ``start_api_call_span``: skip (None) or enrich the span of a call we trace."""
-    plan = _SDK_PLAN.get()
+    plan = context_api.get_value(_SDK_PLAN)
     if plan is None:
         return wrapped(*args, **kwargs)
     if plan is _SUPPRESS:
@@ -152,41 +161,26 @@ def _request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SERVER_CACHE: dict[int, tuple[Any, str | None, int | None, str]] = {}
-
-
-def _server_of(client: Any) -> tuple[str | None, int | None, str]:
-    url = getattr(client, "_base_url", None)
-    if url is None:
-        url = client.base_url
-    entry = _SERVER_CACHE.get(id(url))
-    if entry is not None and entry[0] is url:
-        return entry[1], entry[2], entry[3]
-    host = url.host or None
-    port = url.port or (443 if url.scheme == "https" else 80)
+def _provider_of(client: Any, host: str | None) -> str:
     provider = getattr(client, "_gen_ai_provider_name", None)
-    if not isinstance(provider, str) or not provider:
-        provider = PROVIDER
-    if len(_SERVER_CACHE) > 256:
-        _SERVER_CACHE.clear()
-    _SERVER_CACHE[id(url)] = (url, host, port, provider)
-    return host, port, provider
+    return provider if isinstance(provider, str) and provider else PROVIDER
 
 
-@guard
-def _plan(
-    instance: Any, kwargs: Mapping[str, Any], stream: bool
-) -> tuple[_MessagesCall, Mapping[str, Any] | None]:
-    """Start the call: (the call, the SDK-span plan to put in context or None)."""
+_server_of = server_resolver(_provider_of)
+
+
+def _start(instance: Any, kwargs: Mapping[str, Any], stream: bool) -> _MessagesCall:
+    """Start the call; its :attr:`~LLMCall.context` carries the SDK-span plan (see ``_sdk_span_hook``)."""
     client = instance._client
     host, port, provider = _server_of(client)
     model = kwargs.get("model")
     if not isinstance(model, str):
         model = None
     attributes = _request_attributes(kwargs)
-    capture = content.capture_enabled()
+    owner = active_call()  # a higher layer (LangChain) owns this model call: content and metrics are its
+    capture = owner is None and content.capture_enabled()
     sdk = _sdk_tracing(client)
-    policy = getattr(get_settings(), "anthropic_sdk_spans", "auto")
+    policy = get_settings().anthropic_sdk_spans
     adopt = sdk != _SDK_OFF and (policy == "keep" or (policy == "auto" and sdk == _SDK_EXPLICIT))
     operation = Operation.CHAT.value
     sdk_plan: Mapping[str, Any] | None = None
@@ -211,7 +205,7 @@ def _plan(
         )
         if sdk != _SDK_OFF and not adopt:
             sdk_plan = _SUPPRESS
-    return _MessagesCall(
+    call = _MessagesCall(
         handle,
         _State.metrics,
         operation=operation,
@@ -220,22 +214,20 @@ def _plan(
         server_address=host,
         server_port=port,
         capture=capture and handle.recording,
-        plain=not stream and not _is_raw(kwargs),
-    ), sdk_plan
+        plain=not stream and not is_raw(kwargs),
+        owner=owner,
+    )
+    if sdk_plan is not None:
+        call.context = context_api.set_value(_SDK_PLAN, sdk_plan, call.context)
+    return call
 
 
-_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
+def _start_create(instance: Any, args: Any, kwargs: Mapping[str, Any]) -> _MessagesCall:
+    return _start(instance, kwargs, kwargs.get("stream") is True)
 
 
-def _is_raw(kwargs: Mapping[str, Any]) -> bool:
-    """Whether the call goes through ``with_raw_response`` / ``with_streaming_response`` (SDK header)."""
-    headers = kwargs.get("extra_headers")
-    if not headers:
-        return False
-    try:
-        return any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
-    except Exception:
-        return False
+def _start_stream(instance: Any, args: Any, kwargs: Mapping[str, Any]) -> _MessagesCall:
+    return _start(instance, kwargs, True)
 
 
 def _request_content(kwargs: Mapping[str, Any], out: dict[str, Any]) -> None:
@@ -394,52 +386,8 @@ class _MessagesCall(LLMCall):
 # Wrappers
 
 
-class _InCall:
-    """Context to hold while the SDK performs a traced call: the handle's context and the SDK-span plan."""
-
-    __slots__ = ("plan", "plan_token", "token")
-
-    def __init__(self, call: LLMCall, plan: Mapping[str, Any] | None) -> None:
-        # Equivalent to ``with handle.activate():``, without a generator-based context manager.
-        self.token = context_api.attach(call.handle.context)
-        self.plan_token = _SDK_PLAN.set(plan) if plan is not None else None
-
-    def close(self) -> None:
-        if self.plan_token is not None:
-            _SDK_PLAN.reset(self.plan_token)
-        context_api.detach(self.token)
-
-
-def _create_sync(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    planned = _plan(instance, kwargs, kwargs.get("stream") is True)
-    if planned is None:
-        return wrapped(*args, **kwargs)
-    call, plan = planned
-    scope = _InCall(call, plan)
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.fail(exc)
-        raise
-    finally:
-        scope.close()
-    return call.finish(result)
-
-
-async def _create_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    planned = _plan(instance, kwargs, kwargs.get("stream") is True)
-    if planned is None:
-        return await wrapped(*args, **kwargs)
-    call, plan = planned
-    scope = _InCall(call, plan)
-    try:
-        result = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.fail(exc)
-        raise
-    finally:
-        scope.close()
-    return call.finish(result)
+_create_sync = sync_wrapper(_start_create)
+_create_async = async_wrapper(_start_create)
 
 
 @guard
@@ -468,19 +416,18 @@ class _StreamManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         self._self_call: LLMCall | None = None
 
     def __enter__(self) -> Any:
-        planned = _plan(self._self_instance, self._self_kwargs, True)
-        if planned is None:
+        call = begin(_start_stream, self._self_instance, (), self._self_kwargs)
+        if call is None:
             return self.__wrapped__.__enter__()
-        call, plan = planned
         self._self_call = call
-        scope = _InCall(call, plan)
+        token = context_api.attach(call.context)
         try:
             stream = self.__wrapped__.__enter__()
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
-            scope.close()
+            context_api.detach(token)
         adopted = _adopt_message_stream(stream, call, False)
         return stream if adopted is None else adopted
 
@@ -492,19 +439,18 @@ class _StreamManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
                 self._self_call.on_end(exit_error(exc))
 
     async def __aenter__(self) -> Any:
-        planned = _plan(self._self_instance, self._self_kwargs, True)
-        if planned is None:
+        call = begin(_start_stream, self._self_instance, (), self._self_kwargs)
+        if call is None:
             return await self.__wrapped__.__aenter__()
-        call, plan = planned
         self._self_call = call
-        scope = _InCall(call, plan)
+        token = context_api.attach(call.context)
         try:
             stream = await self.__wrapped__.__aenter__()
         except BaseException as exc:
             call.fail(exc)
             raise
         finally:
-            scope.close()
+            context_api.detach(token)
         adopted = _adopt_message_stream(stream, call, True)
         return stream if adopted is None else adopted
 
@@ -549,15 +495,16 @@ def instrument(
 ) -> bool:
     """Patch the anthropic SDK. Returns False (debug log) when it is missing or older than ``MIN_VERSION``.
 
-    Idempotent. ``tracer_provider`` is applied by the caller through ``spans.set_tracer_provider``;
-    ``meter_provider`` (default: the global one) gets the ``gen_ai.client.*`` histograms. The
-    ``ANTHROPIC_OPEN_TELEMETRY*`` variables are read here (the SDK reads them when a client is built).
+    Idempotent. ``meter_provider`` (default: the global one) gets the ``gen_ai.client.*`` histograms;
+    ``tracer_provider`` is accepted for the instrumentor's calling convention only (the caller applies it
+    through ``spans.set_tracer_provider``). The ``ANTHROPIC_OPEN_TELEMETRY*`` variables are read here (the
+    SDK reads them when a client is built).
     """
     if _State.patched:
         return True
     if not _patching.supported(PACKAGE, MIN_VERSION):
         return False
-    _State.metrics = GenAIMetrics(meter_provider)
+    _State.metrics = metrics_for(meter_provider)
     _State.env_explicit = any(os.environ.get(name, "").strip() for name in _SDK_ENV)
     try:
         from anthropic._tracing import DEFAULT_MAX_CONTENT_BYTES

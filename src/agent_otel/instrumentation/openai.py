@@ -22,21 +22,31 @@ Supported: ``openai >= 1.40`` (the Responses API from the version that has it); 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from opentelemetry import context as context_api
 from opentelemetry.metrics import MeterProvider
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GenAiOutputTypeValues,
+    GenAiProviderNameValues,
+)
 from opentelemetry.trace import TracerProvider
 
 from agent_otel import attributes as attrs
 from agent_otel import content, spans
 from agent_otel.attributes import Operation
 from agent_otel.instrumentation import _patching
-from agent_otel.instrumentation._call import LLMCall, retry_wrapper
-from agent_otel.instrumentation._genai_metrics import GenAIMetrics
+from agent_otel.instrumentation._call import (
+    LLMCall,
+    active_call,
+    async_wrapper,
+    is_raw,
+    retry_wrapper,
+    server_resolver,
+    sync_wrapper,
+)
+from agent_otel.instrumentation._genai_metrics import GenAIMetrics, metrics_for
 from agent_otel.instrumentation._messages import (
     get_field,
     openai_chat_input,
@@ -47,15 +57,15 @@ from agent_otel.instrumentation._messages import (
     tool_definitions,
 )
 
-_logger = logging.getLogger(__name__)
 _perf_ns = time.perf_counter_ns
 
 PACKAGE = "openai"
 MIN_VERSION = (1, 40, 0)
-TESTED_VERSIONS = "3.54"
 
-PROVIDER_OPENAI = "openai"
-PROVIDER_AZURE = "azure.ai.openai"
+PROVIDER_OPENAI: str = GenAiProviderNameValues.OPENAI.value
+PROVIDER_AZURE: str = GenAiProviderNameValues.AZURE_AI_OPENAI.value
+_JSON: str = GenAiOutputTypeValues.JSON.value
+_TEXT: str = GenAiOutputTypeValues.TEXT.value
 _AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 
 _CHAT_MODULE = "openai.resources.chat.completions.completions"
@@ -121,48 +131,21 @@ def _output_type(response_format: Any) -> str | None:
     if response_format is None:
         return None
     if isinstance(response_format, type):
-        return "json"
+        return _JSON
     kind = get_field(response_format, "type")
     if kind in ("json_object", "json_schema"):
-        return "json"
+        return _JSON
     if kind == "text":
-        return "text"
+        return _TEXT
     return None
 
 
-_SERVER_CACHE: dict[int, tuple[Any, str | None, int | None, str]] = {}
-
-
-def _server_of(client: Any) -> tuple[str | None, int | None, str]:
-    """(server.address, server.port, provider) for an SDK client, cached per ``base_url`` object."""
-    url = getattr(client, "_base_url", None)
-    if url is None:
-        url = client.base_url
-    entry = _SERVER_CACHE.get(id(url))
-    if entry is not None and entry[0] is url:
-        return entry[1], entry[2], entry[3]
-    host = url.host or None
-    port = url.port or (443 if url.scheme == "https" else 80)
+def _provider_of(client: Any, host: str | None) -> str:
     azure = "Azure" in type(client).__name__ or (host is not None and host.endswith(_AZURE_HOST_SUFFIXES))
-    provider = PROVIDER_AZURE if azure else PROVIDER_OPENAI
-    if len(_SERVER_CACHE) > 256:
-        _SERVER_CACHE.clear()
-    _SERVER_CACHE[id(url)] = (url, host, port, provider)
-    return host, port, provider
+    return PROVIDER_AZURE if azure else PROVIDER_OPENAI
 
 
-def _is_raw(kwargs: dict[str, Any]) -> bool:
-    """Whether the call goes through ``with_raw_response`` / ``with_streaming_response`` (SDK header)."""
-    headers = kwargs.get("extra_headers")
-    if not headers:
-        return False
-    try:
-        return any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
-    except Exception:
-        return False
-
-
-_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
+_server_of = server_resolver(_provider_of)
 
 
 def _start(
@@ -179,7 +162,8 @@ def _start(
     stream = kwargs.get("stream") is True
     attributes = _request_attributes(kwargs, params)
     call_cls.request_attributes(kwargs, attributes)
-    capture = content.capture_enabled()
+    owner = active_call()  # a higher layer (LangChain) owns this model call: content and metrics are its
+    capture = owner is None and content.capture_enabled()
     if capture:
         # On the span from its start, so a crash mid-call still leaves the prompt in the start record.
         call_cls.request_content(kwargs, attributes)
@@ -201,19 +185,20 @@ def _start(
         server_address=host,
         server_port=port,
         capture=capture and handle.recording,
-        plain=not stream and not _is_raw(kwargs),
+        plain=not stream and not is_raw(kwargs),
+        owner=owner,
     )
 
 
-def _start_chat(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
+def _start_chat(instance: Any, args: Any, kwargs: dict[str, Any]) -> _OpenAICall:
     return _start(instance, kwargs, Operation.CHAT.value, _CHAT_PARAMS, _ChatCall)
 
 
-def _start_responses(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
+def _start_responses(instance: Any, args: Any, kwargs: dict[str, Any]) -> _OpenAICall:
     return _start(instance, kwargs, Operation.CHAT.value, _RESPONSES_PARAMS, _ResponsesCall)
 
 
-def _start_embeddings(instance: Any, kwargs: dict[str, Any]) -> _OpenAICall:
+def _start_embeddings(instance: Any, args: Any, kwargs: dict[str, Any]) -> _OpenAICall:
     return _start(instance, kwargs, Operation.EMBEDDINGS.value, _EMBEDDINGS_PARAMS, _EmbeddingsCall)
 
 
@@ -420,7 +405,7 @@ class _ResponsesCall(_OpenAICall):
         text = kwargs.get("text")
         kind = get_field(get_field(text, "format"), "type") if text is not None else None
         if kind in ("json_schema", "json_object") or isinstance(kwargs.get("text_format"), type):
-            out[attrs.GEN_AI_OUTPUT_TYPE] = "json"
+            out[attrs.GEN_AI_OUTPUT_TYPE] = _JSON
 
     @staticmethod
     def request_content(kwargs: dict[str, Any], out: dict[str, Any]) -> None:
@@ -522,55 +507,9 @@ class _EmbeddingsCall(_OpenAICall):
 # Wrappers
 
 
-def _sync_wrapper(start: Callable[[Any, dict[str, Any]], LLMCall | None]) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        try:
-            call = start(instance, kwargs)
-        except Exception:
-            _logger.debug("agent-otel: could not start the LLM span; call not traced", exc_info=True)
-            call = None
-        if call is None:
-            return wrapped(*args, **kwargs)
-        # Equivalent to ``with call.handle.activate():`` (the handle's context marks the LLM call active),
-        # without the generator-based context manager on the hot path.
-        token = context_api.attach(call.handle.context)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            context_api.detach(token)
-        return call.finish(result)
-
-    return wrapper
-
-
-def _async_wrapper(start: Callable[[Any, dict[str, Any]], LLMCall | None]) -> Callable[..., Any]:
-    async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        try:
-            call = start(instance, kwargs)
-        except Exception:
-            _logger.debug("agent-otel: could not start the LLM span; call not traced", exc_info=True)
-            call = None
-        if call is None:
-            return await wrapped(*args, **kwargs)
-        token = context_api.attach(call.handle.context)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            context_api.detach(token)
-        return call.finish(result)
-
-    return wrapper
-
-
 def _targets() -> list[tuple[str, str, Callable[..., Any]]]:
-    chat_sync, chat_async = _sync_wrapper(_start_chat), _async_wrapper(_start_chat)
-    resp_sync, resp_async = _sync_wrapper(_start_responses), _async_wrapper(_start_responses)
+    chat_sync, chat_async = sync_wrapper(_start_chat), async_wrapper(_start_chat)
+    resp_sync, resp_async = sync_wrapper(_start_responses), async_wrapper(_start_responses)
     return [
         (_CHAT_MODULE, "Completions.create", chat_sync),
         (_CHAT_MODULE, "Completions.parse", chat_sync),
@@ -580,8 +519,8 @@ def _targets() -> list[tuple[str, str, Callable[..., Any]]]:
         (_RESPONSES_MODULE, "Responses.parse", resp_sync),
         (_RESPONSES_MODULE, "AsyncResponses.create", resp_async),
         (_RESPONSES_MODULE, "AsyncResponses.parse", resp_async),
-        (_EMBEDDINGS_MODULE, "Embeddings.create", _sync_wrapper(_start_embeddings)),
-        (_EMBEDDINGS_MODULE, "AsyncEmbeddings.create", _async_wrapper(_start_embeddings)),
+        (_EMBEDDINGS_MODULE, "Embeddings.create", sync_wrapper(_start_embeddings)),
+        (_EMBEDDINGS_MODULE, "AsyncEmbeddings.create", async_wrapper(_start_embeddings)),
         (_BASE_CLIENT_MODULE, "SyncAPIClient._sleep_for_retry", retry_wrapper),
         (_BASE_CLIENT_MODULE, "AsyncAPIClient._sleep_for_retry", retry_wrapper),
     ]
@@ -592,15 +531,15 @@ def instrument(
 ) -> bool:
     """Patch the openai SDK. Returns False (debug log) when it is missing or older than ``MIN_VERSION``.
 
-    Idempotent. ``tracer_provider`` is applied by the caller through ``spans.set_tracer_provider`` (the span
-    factory picks the tracer); ``meter_provider`` (default: the global one) gets the ``gen_ai.client.*``
-    histograms.
+    Idempotent. ``meter_provider`` (default: the global one) gets the ``gen_ai.client.*`` histograms.
+    ``tracer_provider`` is accepted for the instrumentor's calling convention only: the caller applies it
+    through ``spans.set_tracer_provider`` (the span factory picks the tracer of every layer).
     """
     if _State.patched:
         return True
     if not _patching.supported(PACKAGE, MIN_VERSION):
         return False
-    _State.metrics = GenAIMetrics(meter_provider)
+    _State.metrics = metrics_for(meter_provider)
     _State.patched = _patching.patch_all(_targets())
     return bool(_State.patched)
 
