@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import ToolException, tool
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 
 from agent_otel.instrumentation import langchain as lc_instrumentation
 
@@ -35,6 +38,44 @@ def lc(otel: Any) -> Iterator[Any]:
         yield otel[1]
     finally:
         lc_instrumentation.uninstrument()
+
+
+@dataclass
+class Metered:
+    """The span exporter of ``otel`` and the in-memory reader of the meter provider LangChain records to."""
+
+    exporter: Any
+    reader: InMemoryMetricReader
+    meter_provider: MeterProvider
+
+    def points(self, metric: str) -> list[HistogramDataPoint]:
+        data = self.reader.get_metrics_data()
+        return [
+            point
+            for resource in (data.resource_metrics if data else ())
+            for scope in resource.scope_metrics
+            for m in scope.metrics
+            if m.name == metric
+            for point in m.data.data_points  # type: ignore[union-attr]
+        ]
+
+    def count(self, metric: str) -> int:
+        """How many values ``metric`` recorded, over all its attribute sets."""
+        return sum(point.count for point in self.points(metric))
+
+
+@pytest.fixture
+def lc_metered(otel: Any) -> Iterator[Metered]:
+    """Like ``lc``, with the ``gen_ai.client.*`` metrics going to an in-memory reader."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    lc_instrumentation.uninstrument()
+    assert lc_instrumentation.instrument(meter_provider=provider)
+    try:
+        yield Metered(otel[1], reader, provider)
+    finally:
+        lc_instrumentation.uninstrument()
+        provider.shutdown()
 
 
 ToolPlan = Callable[[str], list[dict[str, Any]]]

@@ -13,13 +13,25 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.trace import SpanKind, StatusCode
 
-from _lc_fakes import REACT_TURN, ScriptedChatModel, get_weather, lc, named, one, span_tree
+from _lc_fakes import (
+    REACT_TURN,
+    Metered,
+    ScriptedChatModel,
+    get_weather,
+    lc,
+    lc_metered,
+    named,
+    one,
+    span_tree,
+)
 from agent_otel import attributes as attrs
-from agent_otel import config, spans
+from agent_otel import config, content, spans
+from agent_otel.instrumentation import _genai_metrics as gm
 from agent_otel.instrumentation import _langchain_extract as extract
 from agent_otel.instrumentation import langchain as lc_instrumentation
+from agent_otel.instrumentation._call import LLMCall
 
-__all__ = ["lc"]
+__all__ = ["lc", "lc_metered"]
 
 
 def _no_tools(text: str) -> list[dict[str, Any]]:
@@ -245,6 +257,115 @@ async def test_chat_openai_async_and_stream_one_span_each(lc: Any, openai_server
     assert [s.attributes.get(attrs.GEN_AI_REQUEST_STREAM, False) for s in llms] == [False, True, True]
 
 
+# --------------------------------------------------------------------------- metrics
+
+_SCRIPTED_LABELS = {
+    attrs.GEN_AI_OPERATION_NAME: "chat",
+    attrs.GEN_AI_PROVIDER_NAME: "openai",
+    attrs.GEN_AI_REQUEST_MODEL: "scripted-1",
+    attrs.GEN_AI_RESPONSE_MODEL: "scripted-1",
+}
+
+
+def _check_llm_metrics(metered: Metered, calls: int, streams: int) -> None:
+    (duration,) = metered.points(gm.OPERATION_DURATION)  # one low-cardinality attribute set
+    assert dict(duration.attributes) == _SCRIPTED_LABELS and duration.count == calls
+    tokens = {p.attributes[attrs.GEN_AI_TOKEN_TYPE]: p for p in metered.points(gm.TOKEN_USAGE)}
+    assert set(tokens) == {"input", "output"}
+    assert tokens["output"].count == calls and tokens["output"].sum == 7 * calls
+    assert tokens["input"].count == calls
+    (ttfc,) = metered.points(gm.TIME_TO_FIRST_CHUNK)
+    assert dict(ttfc.attributes) == _SCRIPTED_LABELS and ttfc.count == streams
+
+
+def test_llm_calls_record_genai_metrics(lc_metered: Metered) -> None:
+    model = ScriptedChatModel(plan=_no_tools)
+    model.invoke("hi")
+    assert list(model.stream("hi"))
+    _check_llm_metrics(lc_metered, calls=2, streams=1)
+    assert issubclass(lc_instrumentation._ChatModelCall, LLMCall)  # one call type, one clock
+
+
+async def test_async_llm_calls_record_genai_metrics(lc_metered: Metered) -> None:
+    model = ScriptedChatModel(plan=_no_tools)
+    await model.ainvoke("hi")
+    assert [c async for c in model.astream("hi")]
+    _check_llm_metrics(lc_metered, calls=2, streams=1)
+
+
+def test_failed_llm_call_records_its_duration_with_error_type(lc_metered: Metered) -> None:
+    with pytest.raises(ModelDown):
+        ScriptedChatModel(fail_with=ModelDown("503")).invoke("hi")
+    (duration,) = lc_metered.points(gm.OPERATION_DURATION)
+    assert duration.count == 1 and duration.attributes[attrs.ERROR_TYPE] == "ModelDown"
+    assert lc_metered.points(gm.TOKEN_USAGE) == []
+
+
+@pytest.fixture
+def openai_metered(lc_metered: Metered) -> Any:
+    """The openai SDK instrumented too, recording to the same meter provider, against a scripted server."""
+    oa = pytest.importorskip("agent_otel.instrumentation.openai")
+    from agent_otel.fakes.openai_server import FakeOpenAIServer
+
+    oa.uninstrument()
+    assert oa.instrument(meter_provider=lc_metered.meter_provider)
+    try:
+        with FakeOpenAIServer() as server:
+            yield server
+    finally:
+        oa.uninstrument()
+
+
+def test_chat_openai_over_the_sdk_records_each_call_once(lc_metered: Metered, openai_metered: Any) -> None:
+    model = _chat_openai(openai_metered)
+    model.invoke("hello")
+    assert list(model.stream("hello again"))
+    assert len(openai_metered.requests) == 2
+    assert len(named(lc_metered.exporter.get_finished_spans(), "chat gpt-4o-mini")) == 2
+    assert lc_metered.count(gm.OPERATION_DURATION) == 2  # not 0 (merged SDK layer), not 4 (both layers)
+    assert lc_metered.count(gm.TIME_TO_FIRST_CHUNK) == 1
+    assert lc_metered.count(gm.TOKEN_USAGE) == 4  # input + output, per call
+    for point in lc_metered.points(gm.OPERATION_DURATION):
+        a = point.attributes
+        assert a[attrs.GEN_AI_PROVIDER_NAME] == "openai" and a[attrs.GEN_AI_REQUEST_MODEL] == "gpt-4o-mini"
+        # Only the SDK layer knows the server: the owner of the call records it.
+        assert a[attrs.SERVER_ADDRESS] == "127.0.0.1" and isinstance(a[attrs.SERVER_PORT], int)
+
+
+def test_chat_openai_api_error_is_recorded_once_with_the_status_code(
+    lc_metered: Metered, openai_metered: Any
+) -> None:
+    import openai
+
+    from agent_otel.fakes.openai_server import Reply
+
+    openai_metered.script(Reply(status=429))
+    with pytest.raises(openai.RateLimitError):
+        _chat_openai(openai_metered).invoke("hello")
+    span = one(lc_metered.exporter.get_finished_spans(), "chat gpt-4o-mini")
+    assert span.status.status_code is StatusCode.ERROR and span.attributes[attrs.ERROR_TYPE] == "429"
+    (duration,) = lc_metered.points(gm.OPERATION_DURATION)
+    assert duration.count == 1 and duration.attributes[attrs.ERROR_TYPE] == "429"
+
+
+def test_chat_openai_content_is_serialised_once(
+    lc: Any, openai_server: Any, capture_content: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kinds: list[str] = []
+    real = content.to_json
+
+    def counting(value: Any, *, kind: str) -> Any:
+        kinds.append(kind)
+        return real(value, kind=kind)
+
+    monkeypatch.setattr(content, "to_json", counting)
+    _chat_openai(openai_server).invoke("hello")
+    # LangChain owns the call: the SDK layer beneath serialises neither the prompt nor the answer again.
+    assert sorted(kinds) == ["input_messages", "output_messages"]
+    a = one(lc.get_finished_spans(), "chat gpt-4o-mini").attributes
+    assert json.loads(a[attrs.GEN_AI_OUTPUT_MESSAGES])[0]["role"] == "assistant"
+
+
 # --------------------------------------------------------------------------- setup
 
 
@@ -260,6 +381,28 @@ def test_instrument_is_idempotent_and_uninstrument_removes_spans(otel: Any) -> N
     assert len(exporter.get_finished_spans()) == 1
 
 
+def test_uninstrument_restores_every_patched_function(otel: Any) -> None:
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.tools import BaseTool
+    from langgraph.pregel import Pregel
+    from langgraph.pregel._loop import PregelLoop
+
+    lc_instrumentation.uninstrument()
+    owners = [
+        (BaseChatModel, "_generate_with_cache"),
+        (BaseChatModel, "stream"),
+        (BaseTool, "run"),
+        (Pregel, "invoke"),
+        (PregelLoop, "_suppress_interrupt"),  # replaced by a plain function, not a wrapt proxy
+    ]
+    originals = [vars(owner)[name] for owner, name in owners]
+    assert lc_instrumentation.instrument()
+    patched = [vars(owner)[name] for owner, name in owners]
+    assert all(new is not old for new, old in zip(patched, originals, strict=True))
+    lc_instrumentation.uninstrument()
+    assert [vars(owner)[name] for owner, name in owners] == originals
+
+
 def test_missing_langchain_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
     lc_instrumentation.uninstrument()
     monkeypatch.setitem(sys.modules, "langchain_core", None)
@@ -267,10 +410,13 @@ def test_missing_langchain_returns_false(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_old_langchain_returns_false(monkeypatch: pytest.MonkeyPatch) -> None:
-    import langchain_core
+    from importlib import metadata
+
+    from agent_otel.instrumentation.langchain import PACKAGE
 
     lc_instrumentation.uninstrument()
-    monkeypatch.setattr(langchain_core, "__version__", "0.2.43")
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "0.2.43" if name == PACKAGE else real(name))
     assert lc_instrumentation.instrument() is False
 
 

@@ -455,3 +455,16 @@ def test_graph_invoking_itself_from_a_node_is_a_workflow(lc: Any) -> None:
         "    invoke_workflow selfish",
         "      node recurse",
     ]
+
+
+def test_langgraph_control_flow_exceptions_are_loaded_once_for_both_layers(lc: Any) -> None:
+    from langgraph.errors import GraphBubbleUp, GraphInterrupt
+
+    from agent_otel.instrumentation import _langchain_context as lcctx
+    from agent_otel.instrumentation import langchain as lc_instrumentation
+    from agent_otel.instrumentation import langgraph as lg_instrumentation
+
+    assert lcctx.GraphErrors.interrupt == (GraphInterrupt,)
+    assert lcctx.GraphErrors.bubble_up == (GraphBubbleUp,)
+    for state in (lc_instrumentation._State, lg_instrumentation._State):
+        assert not hasattr(state, "interrupt") and not hasattr(state, "bubble_up")

@@ -13,6 +13,9 @@ Next to the span, the context carries a :class:`Scope` under :data:`SCOPE_KEY`: 
 LangChain/LangGraph unit is running (a graph run, a graph node, a tool) and the state its wrapper
 needs later (the run to flag as interrupted, the tool handle to mark failed when LangChain turns a
 ``ToolException`` into an error message instead of raising it).
+
+:class:`GraphErrors` holds LangGraph's control-flow exception types, loaded once for both
+instrumentations (a tool and a node both need to tell a pause from a failure).
 """
 
 from __future__ import annotations
@@ -29,6 +32,32 @@ SCOPE_KEY = otel_context.create_key("agent_otel.langchain.scope")
 RUN = "run"
 NODE = "node"
 TOOL = "tool"
+
+
+class GraphErrors:
+    """LangGraph's control-flow exceptions; empty tuples (``isinstance`` is then always False) without it.
+
+    ``interrupt``: ``GraphInterrupt`` (a pause: ``interrupt()``, static breakpoints) — not a failure.
+    ``bubble_up``: ``GraphBubbleUp``, its base, which also covers ``ParentCommand`` (navigation to a parent
+    graph) — not a failure either.
+    """
+
+    loaded = False
+    interrupt: tuple[type[BaseException], ...] = ()
+    bubble_up: tuple[type[BaseException], ...] = ()
+
+
+def load_graph_errors() -> bool:
+    """Load :class:`GraphErrors` (once found, kept). True when LangGraph is importable."""
+    if not GraphErrors.loaded:
+        try:
+            from langgraph.errors import GraphBubbleUp, GraphInterrupt
+        except Exception:
+            return False
+        GraphErrors.interrupt = (GraphInterrupt,)
+        GraphErrors.bubble_up = (GraphBubbleUp,)
+        GraphErrors.loaded = True
+    return True
 
 
 class RunState:

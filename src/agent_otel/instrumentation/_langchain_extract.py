@@ -11,36 +11,40 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GenAiProviderNameValues
+
 from agent_otel.instrumentation._safe import guard
 
 MAPPING = (dict, Mapping)
 """For ``isinstance``: a plain dict passes on the fast path, before the (slow) ABC check."""
 
+_P = GenAiProviderNameValues
+
 # LangChain's ``ls_provider`` (set by each integration's ``_get_ls_params``) -> semconv
 # ``gen_ai.provider.name``. Unknown values pass through lower-cased (semconv allows custom values).
 _PROVIDERS: dict[str, str] = {
-    "openai": "openai",
-    "azure": "azure.ai.openai",
-    "azure_openai": "azure.ai.openai",
-    "azure_ai": "azure.ai.inference",
-    "anthropic": "anthropic",
-    "google_genai": "gcp.gen_ai",
-    "google": "gcp.gen_ai",
-    "google_vertexai": "gcp.vertex_ai",
-    "vertexai": "gcp.vertex_ai",
-    "google_anthropic_vertex": "gcp.vertex_ai",
-    "amazon_bedrock": "aws.bedrock",
-    "bedrock": "aws.bedrock",
-    "bedrock_converse": "aws.bedrock",
-    "mistral": "mistral_ai",
-    "mistralai": "mistral_ai",
-    "groq": "groq",
-    "cohere": "cohere",
-    "deepseek": "deepseek",
-    "xai": "x_ai",
-    "perplexity": "perplexity",
-    "ibm": "ibm.watsonx.ai",
-    "watsonx": "ibm.watsonx.ai",
+    "openai": _P.OPENAI.value,
+    "azure": _P.AZURE_AI_OPENAI.value,
+    "azure_openai": _P.AZURE_AI_OPENAI.value,
+    "azure_ai": _P.AZURE_AI_INFERENCE.value,
+    "anthropic": _P.ANTHROPIC.value,
+    "google_genai": _P.GCP_GEN_AI.value,
+    "google": _P.GCP_GEN_AI.value,
+    "google_vertexai": _P.GCP_VERTEX_AI.value,
+    "vertexai": _P.GCP_VERTEX_AI.value,
+    "google_anthropic_vertex": _P.GCP_VERTEX_AI.value,
+    "amazon_bedrock": _P.AWS_BEDROCK.value,
+    "bedrock": _P.AWS_BEDROCK.value,
+    "bedrock_converse": _P.AWS_BEDROCK.value,
+    "mistral": _P.MISTRAL_AI.value,
+    "mistralai": _P.MISTRAL_AI.value,
+    "groq": _P.GROQ.value,
+    "cohere": _P.COHERE.value,
+    "deepseek": _P.DEEPSEEK.value,
+    "xai": _P.X_AI.value,
+    "perplexity": _P.PERPLEXITY.value,
+    "ibm": _P.IBM_WATSONX_AI.value,
+    "watsonx": _P.IBM_WATSONX_AI.value,
 }
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}

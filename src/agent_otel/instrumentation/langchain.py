@@ -10,7 +10,9 @@ What is patched, and why there (no callback handler is injected):
   ``invoke``/``batch``/``generate`` call reaches once per model call, with LangChain's run manager
   (whose metadata already holds ``ls_provider`` / ``ls_model_name``: no second lookup). The LLM span
   is *active* around the real call, so an openai/anthropic SDK instrumentation underneath merges
-  into it (the factory's one-LLM-span rule) instead of opening a second span.
+  into it (the factory's one-LLM-span rule) instead of opening a second span. The LangChain call owns
+  the model call (``_call.LLMCall.claim``): it records the ``gen_ai.client.*`` metrics and the content,
+  once; the SDK layer beneath only adds what it alone knows (server address and port).
 * ``BaseChatModel.stream`` / ``astream`` — direct streaming calls, which bypass the above.
 * ``BaseTool.run`` / ``arun`` — every tool call (``@tool``, ``StructuredTool``, ``ToolNode``), with
   the call id; the tool span is current while the tool body runs (HTTP calls inside are children).
@@ -28,23 +30,32 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from opentelemetry import context as otel_context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from agent_otel import attributes as attrs
 from agent_otel import content, spans
+from agent_otel.attributes import Operation
 from agent_otel.config import get_settings
 from agent_otel.instrumentation import _langchain_context as lcctx
 from agent_otel.instrumentation import _langchain_extract as extract
+from agent_otel.instrumentation import _patching
+from agent_otel.instrumentation._call import LLMCall, _perf_ns, async_wrapper, sync_wrapper
+from agent_otel.instrumentation._genai_metrics import GenAIMetrics, metrics_for
 from agent_otel.instrumentation._langchain_extract import MAPPING
 from agent_otel.instrumentation._safe import guard
 
 _logger = logging.getLogger(__name__)
 
+PACKAGE = "langchain-core"
 MIN_LANGCHAIN_CORE = (0, 3)
+
+_CHAT_MODELS = "langchain_core.language_models.chat_models"
+_TOOLS = "langchain_core.tools.base"
 
 _REQUEST_KEYS = {
     "ls_temperature": attrs.GEN_AI_REQUEST_TEMPERATURE,
@@ -54,60 +65,52 @@ _REQUEST_KEYS = {
 
 
 class _State:
-    """Module state: what is patched (to undo it) and the optional LangGraph exception types."""
+    """Module state: what is patched (to undo it), the metrics, and the pydantic validation error types."""
 
-    patched: ClassVar[list[tuple[Any, str]]] = []
+    patched: ClassVar[list[_patching.Patched]] = []
     active: bool = False
     langgraph: bool = False
-    # LangGraph's control-flow exceptions (interrupt / parent command): not tool failures.
-    bubble_up: tuple[type[BaseException], ...] = ()
-    interrupt: tuple[type[BaseException], ...] = ()
+    metrics: GenAIMetrics | None = None
     validation_errors: tuple[type[BaseException], ...] = ()
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
-def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bool:
+def instrument(
+    *, tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None
+) -> bool:
     """Patch langchain-core (and LangGraph if present). Idempotent.
 
-    Returns False (with a debug log) when langchain-core is missing or older than 0.3. The tracer
-    provider is chosen by the span factory (``spans.set_tracer_provider``), not here.
+    Returns False (with a debug log) when langchain-core is missing or older than 0.3.
+    ``meter_provider`` (default: the global one) gets the ``gen_ai.client.*`` histograms of chat model
+    calls; ``tracer_provider`` is accepted for the instrumentor's calling convention only (the caller
+    applies it through ``spans.set_tracer_provider``).
     """
     if _State.active:
         return True
-    try:
-        import langchain_core
-        from langchain_core.language_models.chat_models import BaseChatModel
-        from langchain_core.tools import BaseTool
-    except Exception:
-        _logger.debug("agent-otel: langchain-core is not installed; LangChain not instrumented")
+    if not _patching.supported(PACKAGE, MIN_LANGCHAIN_CORE):
         return False
-    version = getattr(langchain_core, "__version__", "0")
-    if _version_tuple(version) < MIN_LANGCHAIN_CORE:
-        _logger.debug("agent-otel: langchain-core %s is older than 0.3; LangChain not instrumented", version)
-        return False
-    _load_exception_types()
-
-    _patch(BaseChatModel, "_generate_with_cache", _wrap_generate)
-    _patch(BaseChatModel, "_agenerate_with_cache", _wrap_agenerate)
-    _patch(BaseChatModel, "stream", _wrap_stream)
-    _patch(BaseChatModel, "astream", _wrap_astream)
-    _patch(BaseTool, "run", _wrap_tool_run)
-    _patch(BaseTool, "arun", _wrap_tool_arun)
     try:
-        tools_base = importlib.import_module("langchain_core.tools.base")
-        _patch(tools_base, "_handle_tool_error", _wrap_handle_tool_error)
-        _patch(tools_base, "_handle_validation_error", _wrap_handle_validation_error)
+        importlib.import_module("langchain_core")
+        importlib.import_module(_CHAT_MODELS)
     except Exception:
-        _logger.debug("agent-otel: langchain tool error hooks not found; handled tool errors not marked")
+        _logger.debug("agent-otel: langchain-core cannot be imported; not instrumented", exc_info=True)
+        return False
+    _State.metrics = metrics_for(meter_provider)
+    _State.validation_errors = _validation_errors()
+    lcctx.load_graph_errors()
+    targets: list[tuple[str, str, Callable[..., Any]]] = [
+        (_CHAT_MODELS, "BaseChatModel._generate_with_cache", _wrap_generate),
+        (_CHAT_MODELS, "BaseChatModel._agenerate_with_cache", _wrap_agenerate),
+        (_CHAT_MODELS, "BaseChatModel.stream", _wrap_stream),
+        (_CHAT_MODELS, "BaseChatModel.astream", _wrap_astream),
+        (_TOOLS, "BaseTool.run", _wrap_tool_run),
+        (_TOOLS, "BaseTool.arun", _wrap_tool_arun),
+        # Absent in other versions (skipped with a debug log): handled tool errors are then not marked.
+        (_TOOLS, "_handle_tool_error", _wrap_handle_tool_error),
+        (_TOOLS, "_handle_validation_error", _wrap_handle_validation_error),
+    ]
     if get_settings().langchain_chain_spans:
-        _patch_chain_spans()
+        targets += _chain_span_targets()
+    _State.patched = _patching.patch_all(targets)
     _State.active = True
 
     from agent_otel.instrumentation import langgraph as _langgraph
@@ -118,70 +121,85 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bo
 
 def uninstrument() -> None:
     """Undo every patch of :func:`instrument` (LangGraph's too)."""
-    from opentelemetry.instrumentation.utils import unwrap
-
     if _State.langgraph:
         from agent_otel.instrumentation import langgraph as _langgraph
 
         _langgraph.uninstrument()
         _State.langgraph = False
-    for owner, name in reversed(_State.patched):
-        try:
-            unwrap(owner, name)
-        except Exception:
-            _logger.debug("agent-otel: could not unwrap %r.%s", owner, name, exc_info=True)
+    _patching.unpatch_all(reversed(_State.patched))
     _State.patched = []
     _State.active = False
 
 
-def _patch(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
-    """Wrap ``owner.name`` with ``wrapper`` if it exists (a missing private name is skipped)."""
-    import wrapt
-
-    if getattr(owner, name, None) is None:
-        _logger.debug("agent-otel: %r has no %s; not patched", owner, name)
-        return
-    try:
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        _State.patched.append((owner, name))
-    except Exception:
-        _logger.debug("agent-otel: could not patch %r.%s", owner, name, exc_info=True)
-
-
-def _load_exception_types() -> None:
-    validation: list[type[BaseException]] = []
+def _validation_errors() -> tuple[type[BaseException], ...]:
+    """pydantic's ValidationError types (v2, and v1's when present): a tool's invalid arguments."""
+    found: list[type[BaseException]] = []
     try:
         from pydantic import ValidationError
 
-        validation.append(ValidationError)
+        found.append(ValidationError)
         from pydantic.v1 import ValidationError as ValidationErrorV1
 
-        validation.append(ValidationErrorV1)
+        found.append(ValidationErrorV1)
     except Exception:
         pass
-    _State.validation_errors = tuple(validation)
-    try:
-        from langgraph.errors import GraphBubbleUp, GraphInterrupt
-
-        _State.bubble_up = (GraphBubbleUp,)
-        _State.interrupt = (GraphInterrupt,)
-    except Exception:
-        _State.bubble_up = _State.interrupt = ()
+    return tuple(found)
 
 
 # --------------------------------------------------------------------------- chat models
 
 
-class _LLMCall:
-    """One chat model call being traced (for streams: the chunks seen so far)."""
+class _ChatModelCall(LLMCall):
+    """One chat model call: it owns the LLM span and the metrics of the model call (see ``_call``).
 
-    __slots__ = ("first_chunk_ns", "handle", "response", "start_ns")
+    ``response`` accumulates the chunks of a stream (class default None: a ``generate`` call reads its
+    ``ChatResult`` at once).
+    """
 
-    def __init__(self, handle: spans.SpanHandle) -> None:
-        self.handle = handle
-        self.response: extract.Response | None = None
-        self.start_ns = time.monotonic_ns()
-        self.first_chunk_ns: int | None = None
+    response: extract.Response | None = None
+
+    def extract_response(self, response: Any) -> None:
+        self._put(extract.read_chat_result(response))
+        if self.capture:
+            msgs = extract.output_messages(response)
+            if msgs is not None:
+                self.pending[attrs.GEN_AI_OUTPUT_MESSAGES] = content.to_json(msgs, kind="output_messages")
+
+    def on_chunk(self, chunk: Any) -> None:
+        """One streamed message chunk (overrides ``LLMCall.on_chunk``: one call per chunk, guarded here)."""
+        try:
+            if self.first_chunk_ns is None:
+                self.first_chunk_ns = _perf_ns()
+            self.response.add_message(chunk)  # type: ignore[union-attr]  # set by _StreamTrace.begin
+        except Exception:
+            _logger.debug("agent-otel: stream chunk extraction failed", exc_info=True)
+
+    def complete_stream(self) -> None:
+        response = self.response
+        if response is not None and response.finish_reasons:
+            response.finish_reasons = response.finish_reasons[-1:]
+        self._put(response)
+
+    def _put(self, response: extract.Response | None) -> None:
+        if response is None:
+            return
+        if response.model is not None:
+            self.response_model = response.model
+        if response.input_tokens is not None:
+            self.input_tokens = response.input_tokens
+        if response.output_tokens is not None:
+            self.output_tokens = response.output_tokens
+        self.put_response(response.model, response.response_id, response.finish_reasons or None)
+        put = self.put
+        put(attrs.GEN_AI_USAGE_INPUT_TOKENS, response.input_tokens)
+        put(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, response.output_tokens)
+        put(attrs.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, response.cache_read_tokens)
+        put(attrs.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, response.cache_creation_tokens)
+        put(attrs.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, response.reasoning_tokens)
+        if response.tool_call_names:
+            self.pending[attrs.LLM_TOOL_CALL_NAMES] = response.tool_call_names
+        if response.tool_call_ids:
+            self.pending[attrs.LLM_TOOL_CALL_IDS] = response.tool_call_ids
 
 
 def _ls_params(instance: Any, run_manager: Any, stop: Any, kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -193,10 +211,9 @@ def _ls_params(instance: Any, run_manager: Any, stop: Any, kwargs: Mapping[str, 
     if get is None:
         return {}
     extra = {k: v for k, v in kwargs.items() if k not in ("stop", "run_manager", "messages")}
-    return get(stop=stop, **extra)
+    return get(stop=stop, **extra)  # type: ignore[no-any-return]
 
 
-@guard
 def _start_llm(
     instance: Any,
     messages: Any,
@@ -205,19 +222,35 @@ def _start_llm(
     kwargs: Mapping[str, Any],
     stream: bool,
     parent: otel_context.Context | None = None,
-) -> spans.SpanHandle:
+) -> _ChatModelCall:
+    """Start the LLM span of a chat model call and claim the model call (may raise: callers guard)."""
     params = _ls_params(instance, run_manager, stop, kwargs)
     model = params.get("ls_model_name")
+    model = model if isinstance(model, str) else None
+    provider = extract.provider_name(params.get("ls_provider"), type(instance))
     handle = spans.start_llm(
-        model=model if isinstance(model, str) else None,
-        provider=extract.provider_name(params.get("ls_provider"), type(instance)),
+        model=model,
+        provider=provider,
         stream=stream,
         parent=parent,
         attributes=extract.request_attributes(params, _REQUEST_KEYS) or None,
     )
-    if handle.recording and content.capture_enabled():
+    capture = handle.recording and content.capture_enabled()
+    if capture:
         _record_request_content(handle, messages, kwargs)
-    return handle
+    call = _ChatModelCall(
+        handle,
+        _State.metrics,
+        operation=Operation.CHAT.value,
+        provider=provider,
+        request_model=model,
+        server_address=None,  # reported by the SDK layer beneath, when there is one
+        server_port=None,
+        capture=capture,
+        plain=True,
+    )
+    call.claim()
+    return call
 
 
 @guard
@@ -231,89 +264,23 @@ def _record_request_content(handle: spans.SpanHandle, messages: Any, kwargs: Map
         handle.set_attribute(attrs.GEN_AI_TOOL_DEFINITIONS, content.to_json(tools, kind="tool_definitions"))
 
 
-def _apply_response(handle: spans.SpanHandle, response: extract.Response | None) -> None:
-    if response is None:
-        return
-    handle.set_response(
-        model=response.model, response_id=response.response_id, finish_reasons=response.finish_reasons or None
-    )
-    handle.set_usage(
-        input_tokens=response.input_tokens,
-        output_tokens=response.output_tokens,
-        cache_read_input_tokens=response.cache_read_tokens,
-        cache_creation_input_tokens=response.cache_creation_tokens,
-        reasoning_output_tokens=response.reasoning_tokens,
-    )
-    if response.tool_call_names:
-        handle.set_attribute(attrs.LLM_TOOL_CALL_NAMES, response.tool_call_names)
-    if response.tool_call_ids:
-        handle.set_attribute(attrs.LLM_TOOL_CALL_IDS, response.tool_call_ids)
-
-
-@guard
-def _finish_llm(handle: spans.SpanHandle, result: Any) -> None:
-    if handle.recording:
-        _apply_response(handle, extract.read_chat_result(result))
-        if content.capture_enabled():
-            msgs = extract.output_messages(result)
-            if msgs is not None:
-                handle.set_attribute(
-                    attrs.GEN_AI_OUTPUT_MESSAGES, content.to_json(msgs, kind="output_messages")
-                )
-    handle.end()
-
-
 @guard
 def _fail(handle: spans.SpanHandle, exc: BaseException) -> None:
     handle.fail(exc)
     handle.end()
 
 
-def _generate_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+def _start_generate(instance: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _ChatModelCall:
+    """``_generate_with_cache(messages, stop, run_manager, **kwargs)``: one LLM span per model call."""
     messages = args[0] if args else kwargs.get("messages")
     stop = args[1] if len(args) > 1 else kwargs.get("stop")
     run_manager = args[2] if len(args) > 2 else kwargs.get("run_manager")
-    return messages, stop, run_manager
+    return _start_llm(instance, messages, stop, run_manager, kwargs, False)
 
 
-def _wrap_generate(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """``BaseChatModel._generate_with_cache``: one LLM span per model call, active during it."""
-    messages, stop, run_manager = _generate_args(args, kwargs)
-    handle = _start_llm(instance, messages, stop, run_manager, kwargs, False)
-    if handle is None:
-        return wrapped(*args, **kwargs)
-    token = otel_context.attach(handle.context)  # == handle.activate(): marks the LLM call active
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        _fail(handle, exc)
-        raise
-    finally:
-        otel_context.detach(token)
-    _finish_llm(handle, result)
-    return result
-
-
-async def _wrap_agenerate(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """``BaseChatModel._agenerate_with_cache``: the async twin of :func:`_wrap_generate`."""
-    messages, stop, run_manager = _generate_args(args, kwargs)
-    handle = _start_llm(instance, messages, stop, run_manager, kwargs, False)
-    if handle is None:
-        return await wrapped(*args, **kwargs)
-    token = otel_context.attach(handle.context)
-    try:
-        result = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        _fail(handle, exc)
-        raise
-    finally:
-        otel_context.detach(token)
-    _finish_llm(handle, result)
-    return result
+# ``BaseChatModel._generate_with_cache`` / ``_agenerate_with_cache``: the LLM span is active during the call.
+_wrap_generate = sync_wrapper(_start_generate)
+_wrap_agenerate = async_wrapper(_start_generate)
 
 
 class _StreamTrace:
@@ -326,7 +293,7 @@ class _StreamTrace:
         self.args = args
         self.kwargs = kwargs
         self.parent = otel_context.get_current()
-        self.call: _LLMCall | None = None
+        self.call: _ChatModelCall | None = None
 
     @guard
     def begin(self) -> otel_context.Context | None:
@@ -336,39 +303,18 @@ class _StreamTrace:
             source = self.args[0] if self.args else self.kwargs.get("input")
             messages = convert(source).to_messages() if convert is not None else None
         extra = {k: v for k, v in self.kwargs.items() if k not in ("config", "input", "stop")}
-        handle = _start_llm(self.instance, messages, self.kwargs.get("stop"), None, extra, True, self.parent)
-        if handle is None:
-            return None
-        self.call = _LLMCall(handle)
-        self.call.response = extract.Response()
-        return handle.context
+        call = _start_llm(self.instance, messages, self.kwargs.get("stop"), None, extra, True, self.parent)
+        call.response = extract.Response()
+        self.call = call
+        return call.context
 
-    @guard
     def on_item(self, chunk: Any) -> None:
-        call = self.call
-        if call is None or call.response is None:
-            return
-        if call.first_chunk_ns is None:
-            call.first_chunk_ns = time.monotonic_ns()
-        call.response.add_message(chunk)
+        if self.call is not None:
+            self.call.on_chunk(chunk)  # never raises
 
-    @guard
     def finish(self, exc: BaseException | None, closed: bool) -> None:
-        call = self.call
-        if call is None:
-            return
-        handle = call.handle
-        if handle.recording:
-            response = call.response
-            if response is not None and response.finish_reasons:
-                response.finish_reasons = response.finish_reasons[-1:]
-            _apply_response(handle, response)
-            if call.first_chunk_ns is not None:
-                ttfc = (call.first_chunk_ns - call.start_ns) / 1e9
-                handle.set_attribute(attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
-        if exc is not None:
-            handle.fail(exc)
-        handle.end()
+        if self.call is not None:
+            self.call.on_end(exc)  # never raises
 
 
 def _wrap_stream(
@@ -417,9 +363,9 @@ def _finish_tool(scope: lcctx.Scope, result: Any, exc: BaseException | None) -> 
     if handle is None:
         return
     if exc is not None:
-        if _State.interrupt and isinstance(exc, _State.interrupt):
+        if isinstance(exc, lcctx.GraphErrors.interrupt):
             handle.set_attribute(attrs.INTERRUPT, True)
-        elif _State.bubble_up and isinstance(exc, _State.bubble_up):
+        elif isinstance(exc, lcctx.GraphErrors.bubble_up):
             pass  # LangGraph control flow (Command to a parent graph): not a failure
         elif not scope.settled:
             if _State.validation_errors and isinstance(exc, _State.validation_errors):
@@ -509,9 +455,9 @@ def _wrap_handle_validation_error(
 # --------------------------------------------------------------------------- optional chain spans
 
 
-def _patch_chain_spans() -> None:
-    """Give glue runnables workflow spans (``AGENT_OTEL_LANGCHAIN_CHAIN_SPANS=true`` only)."""
-    targets = [
+def _chain_span_targets() -> list[tuple[str, str, Callable[..., Any]]]:
+    """Workflow spans for glue runnables (``AGENT_OTEL_LANGCHAIN_CHAIN_SPANS=true`` only)."""
+    classes = [
         ("langchain_core.runnables.base", "RunnableSequence"),
         ("langchain_core.runnables.base", "RunnableParallel"),
         ("langchain_core.runnables.base", "RunnableLambda"),
@@ -519,16 +465,19 @@ def _patch_chain_spans() -> None:
         ("langchain_core.output_parsers.base", "BaseOutputParser"),
         ("langchain_core.output_parsers.base", "BaseGenerationOutputParser"),
     ]
-    for module_name, class_name in targets:
+    targets: list[tuple[str, str, Callable[..., Any]]] = []
+    for module_name, class_name in classes:
         try:
-            cls = getattr(importlib.import_module(module_name), class_name)
+            own = vars(getattr(importlib.import_module(module_name), class_name))
         except Exception:
             _logger.debug("agent-otel: %s.%s not found; no chain spans for it", module_name, class_name)
             continue
-        if "invoke" in vars(cls):
-            _patch(cls, "invoke", _wrap_chain_invoke)
-        if "ainvoke" in vars(cls):
-            _patch(cls, "ainvoke", _wrap_chain_ainvoke)
+        # Only methods the class defines itself: an inherited one is patched on the class that defines it.
+        if "invoke" in own:
+            targets.append((module_name, f"{class_name}.invoke", _wrap_chain_invoke))
+        if "ainvoke" in own:
+            targets.append((module_name, f"{class_name}.ainvoke", _wrap_chain_ainvoke))
+    return targets
 
 
 @guard

@@ -21,7 +21,7 @@ What is patched (no callback handler is injected; see ``_langchain_context`` for
   it: ``node {name}`` with step, triggers and task id, current while the node runs.
 * ``ToolNode._validate_tool_call`` — a call to a tool the ``ToolNode`` does not have never reaches a
   tool, so it gets its tool span here: ``execute_tool {name}``, outcome ``validation_error``,
-  ``error.type`` ``ToolNotFound``.
+  ``error.type`` ``ToolNotFound`` (``attributes.TOOL_NOT_FOUND_ERROR_TYPE``).
 * ``PregelLoop._suppress_interrupt`` — where a run that pauses (``interrupt()``, static
   ``interrupt_before``/``after``) ends quietly: the run span gets ``agent_otel.graph.interrupt``.
 
@@ -43,33 +43,31 @@ from opentelemetry import context as otel_context
 from agent_otel import attributes as attrs
 from agent_otel import content, spans
 from agent_otel.instrumentation import _langchain_context as lcctx
+from agent_otel.instrumentation import _patching
+from agent_otel.instrumentation._langchain_context import GraphErrors
 from agent_otel.instrumentation._langchain_extract import MAPPING
 from agent_otel.instrumentation._safe import guard
 
 _logger = logging.getLogger(__name__)
 
+PACKAGE = "langgraph"
 MIN_LANGGRAPH = (0, 3)
-
-# Module paths of the Pregel runner / loop: private in LangGraph 1.x, public names before.
-# error.type of a tool span for a call to a tool the ToolNode does not have (outcome validation_error).
-UNKNOWN_TOOL_ERROR_TYPE = "ToolNotFound"
 
 # LangGraph's own bookkeeping tasks (writing the input into the channels): no span.
 _HIDDEN_TASKS = frozenset({"__start__", "__end__"})
 
+# Module paths of the Pregel runner / loop: private in LangGraph 1.x, public names before.
 _RUNNER_MODULES = ("langgraph.pregel._runner", "langgraph.pregel.runner")
 _LOOP_MODULES = ("langgraph.pregel._loop", "langgraph.pregel.loop")
 
 
 class _State:
-    patched: ClassVar[list[tuple[Any, str]]] = []
+    patched: ClassVar[list[_patching.Patched]] = []
     active: bool = False
-    interrupt: tuple[type[BaseException], ...] = ()
-    bubble_up: tuple[type[BaseException], ...] = ()
     command: type | None = None
 
 
-def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bool:
+def instrument() -> bool:
     """Patch LangGraph's run, task and interrupt paths. Idempotent.
 
     Returns False (debug log) when LangGraph is missing, older than 0.3, or its Pregel class
@@ -78,16 +76,15 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bo
     """
     if _State.active:
         return True
-    try:
-        import langgraph.version as lg_version
-        from langgraph.errors import GraphBubbleUp, GraphInterrupt
-        from langgraph.pregel import Pregel
-    except Exception:
-        _logger.debug("agent-otel: langgraph is not installed; LangGraph not instrumented")
+    if not _patching.supported(PACKAGE, MIN_LANGGRAPH):
         return False
-    version = str(getattr(lg_version, "__version__", "") or _dist_version("langgraph"))
-    if version and _version_tuple(version) < MIN_LANGGRAPH:
-        _logger.debug("agent-otel: langgraph %s is older than 0.3; LangGraph not instrumented", version)
+    try:
+        importlib.import_module("langgraph.pregel")
+    except Exception:
+        _logger.debug("agent-otel: langgraph cannot be imported; LangGraph not instrumented", exc_info=True)
+        return False
+    if not lcctx.load_graph_errors():
+        _logger.debug("agent-otel: langgraph.errors not found; LangGraph not instrumented")
         return False
     try:
         from langgraph.types import Command
@@ -95,61 +92,36 @@ def instrument(*, tracer_provider: Any = None, meter_provider: Any = None) -> bo
         _State.command = Command
     except Exception:
         _State.command = None
-    _State.interrupt = (GraphInterrupt,)
-    _State.bubble_up = (GraphBubbleUp,)
 
-    _patch(Pregel, "stream", _wrap_stream)
-    _patch(Pregel, "astream", _wrap_astream)
-    _patch(Pregel, "invoke", _wrap_invoke)
-    _patch(Pregel, "ainvoke", _wrap_ainvoke)
+    targets: list[tuple[str, str, Callable[..., Any]]] = [
+        ("langgraph.pregel", "Pregel.stream", _wrap_stream),
+        ("langgraph.pregel", "Pregel.astream", _wrap_astream),
+        ("langgraph.pregel", "Pregel.invoke", _wrap_invoke),
+        ("langgraph.pregel", "Pregel.ainvoke", _wrap_ainvoke),
+        ("langgraph.prebuilt.tool_node", "ToolNode._validate_tool_call", _wrap_validate_tool_call),
+    ]
     runner = _first_module(_RUNNER_MODULES)
     if runner is not None and hasattr(runner, "run_with_retry"):
-        _patch(runner, "run_with_retry", _wrap_run_with_retry)
-        _patch(runner, "arun_with_retry", _wrap_arun_with_retry)
+        targets.append((runner.__name__, "run_with_retry", _wrap_run_with_retry))
+        targets.append((runner.__name__, "arun_with_retry", _wrap_arun_with_retry))
     else:
         _logger.debug("agent-otel: LangGraph runner not found; graph nodes get no spans")
-    try:
-        from langgraph.prebuilt.tool_node import ToolNode
-
-        _patch(ToolNode, "_validate_tool_call", _wrap_validate_tool_call)
-    except Exception:
-        _logger.debug("agent-otel: ToolNode not found; calls to unknown tools get no span")
+    patched = _patching.patch_all(targets)
     loop = _first_module(_LOOP_MODULES)
-    loop_cls = getattr(loop, "PregelLoop", None) if loop is not None else None
-    if loop_cls is not None:
-        _patch_plain(loop_cls, "_suppress_interrupt", _suppress_interrupt_wrapper)
+    if loop is not None:
+        patched += _patching.replace_all(
+            [(loop.__name__, "PregelLoop._suppress_interrupt", _suppress_interrupt_wrapper)]
+        )
+    _State.patched = patched
     _State.active = True
     return True
 
 
 def uninstrument() -> None:
     """Undo every patch of :func:`instrument`."""
-    from opentelemetry.instrumentation.utils import unwrap
-
-    for owner, name in reversed(_State.patched):
-        try:
-            unwrap(owner, name)
-        except Exception:
-            _logger.debug("agent-otel: could not unwrap %r.%s", owner, name, exc_info=True)
+    _patching.unpatch_all(reversed(_State.patched))
     _State.patched = []
     _State.active = False
-
-
-def _dist_version(name: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:
-        return ""
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 def _first_module(names: tuple[str, ...]) -> Any:
@@ -159,36 +131,6 @@ def _first_module(names: tuple[str, ...]) -> Any:
         except Exception:
             continue
     return None
-
-
-def _patch(owner: Any, name: str, wrapper: Callable[..., Any]) -> None:
-    import wrapt
-
-    if getattr(owner, name, None) is None:
-        _logger.debug("agent-otel: %r has no %s; not patched", owner, name)
-        return
-    try:
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        _State.patched.append((owner, name))
-    except Exception:
-        _logger.debug("agent-otel: could not patch %r.%s", owner, name, exc_info=True)
-
-
-def _patch_plain(owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    """Replace ``owner.name`` by a plain function (``__wrapped__`` set, so ``unwrap`` undoes it).
-
-    For methods LangGraph hands to ``ExitStack.push``: a wrapt proxy forwards ``__exit__`` to the
-    wrapped function, so ``ExitStack`` would take it for a context manager and fail.
-    """
-    original = owner.__dict__.get(name)
-    if original is None or not callable(original):
-        _logger.debug("agent-otel: %r has no %s; not patched", owner, name)
-        return
-    try:
-        setattr(owner, name, make(original))
-        _State.patched.append((owner, name))
-    except Exception:
-        _logger.debug("agent-otel: could not patch %r.%s", owner, name, exc_info=True)
 
 
 # --------------------------------------------------------------------------- graph runs
@@ -269,9 +211,9 @@ class _GraphRun:
         if run is None or run.handle is None:
             return
         handle = run.handle
-        if run.interrupted or (exc is not None and isinstance(exc, _State.interrupt)):
+        if run.interrupted or (exc is not None and isinstance(exc, GraphErrors.interrupt)):
             handle.set_attribute(attrs.INTERRUPT, True)
-        if exc is not None and not isinstance(exc, _State.bubble_up):
+        if exc is not None and not isinstance(exc, GraphErrors.bubble_up):
             handle.fail(exc)
         handle.end()
 
@@ -417,11 +359,11 @@ def _finish_node(scope: lcctx.Scope, exc: BaseException | None, task: Any) -> No
             if writes:
                 output = [{"channel": w[0], "value": w[1]} for w in list(writes) if isinstance(w, tuple)]
                 handle.set_attribute(attrs.NODE_OUTPUT, content.to_json(output, kind="node_output"))
-    elif isinstance(exc, _State.interrupt):
+    elif isinstance(exc, GraphErrors.interrupt):
         handle.set_attribute(attrs.INTERRUPT, True)
         if scope.run is not None:
             scope.run.interrupted = True
-    elif not isinstance(exc, _State.bubble_up):
+    elif not isinstance(exc, GraphErrors.bubble_up):
         handle.fail(exc)
     handle.end()
 
@@ -483,7 +425,7 @@ def _record_unknown_tool(call: Any) -> None:
     handle = spans.start_tool(name, call_id=call.get("id"))
     handle.validation_error(
         f"the model requested tool {name!r}, which the ToolNode does not have",
-        error_type=UNKNOWN_TOOL_ERROR_TYPE,
+        error_type=attrs.TOOL_NOT_FOUND_ERROR_TYPE,
     )
     handle.end()
 
@@ -503,7 +445,7 @@ def _wrap_validate_tool_call(
 
 @guard
 def _mark_interrupted(exc_value: Any) -> None:
-    if not isinstance(exc_value, _State.interrupt):
+    if not isinstance(exc_value, GraphErrors.interrupt):
         return
     scope = lcctx.current_scope()
     if scope is not None and scope.run is not None:
