@@ -220,12 +220,7 @@ class RecordWriter:
             except OSError:
                 return
             self._dirty = False
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        _fsync_and_close(fd)
 
     def close(self) -> None:
         """fsync (unless fsync is ``never``) and close. Later writes are ignored."""
