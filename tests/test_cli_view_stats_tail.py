@@ -21,6 +21,7 @@ import pytest
 from agent_otel.cli import stats, tail, view
 from agent_otel.cli.main import build_parser, main
 from cli_fixtures import CONVERSATION, KILLED_CONVERSATION, killed_run, with_corrupt_lines, write_real_run
+from crash_apps.subprocesses import default_sigint
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -334,6 +335,7 @@ def test_tail_exits_cleanly_on_ctrl_c(records: dict[str, Path]) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # SIGINT may be ignored when the test run was started in the background
     )
     try:
         assert proc.stdout is not None

@@ -28,6 +28,7 @@ import pytest
 
 from agent_otel.jsonl.writer import RecordWriter
 from crash_apps.records import STATUS_ERROR, Record, file_mode, read_record
+from crash_apps.subprocesses import default_sigint
 
 APP = Path(__file__).parent / "crash_apps" / "agent_app.py"
 SERVICE = "crash-app"
@@ -38,6 +39,7 @@ EXIT_TIMEOUT_S = 40.0
 SHARED_PROCESSES = 4
 SHARED_SPANS = 300
 WAVE = 6  # scenarios run at the same time
+
 
 BLOCKED_LIBRARIES = ("openai", "anthropic", "langchain", "langchain_core", "langchain_openai", "langgraph")
 
@@ -79,7 +81,12 @@ class Run:
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / "stderr.txt", "wb") as err:
             self.proc = subprocess.Popen(
-                self.command, env=self.env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
+                self.command,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=default_sigint,
             )
         self.started = time.monotonic()
 
